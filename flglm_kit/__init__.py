@@ -1,0 +1,23 @@
+"""FL-GLM Kit: federated split learning of large language models, small enough to read.
+
+The pieces, in teaching order: :func:`split_model` (notebook 01), the wire and its keys
+(:mod:`flglm_kit.wire`, :mod:`flglm_kit.crypto`), and the two parties
+(:class:`SplitClient`, :class:`SplitServer`) that train a split model over encrypted bytes.
+"""
+
+from flglm_kit.device import get_device, quick_mode, set_seed
+from flglm_kit.models import tiny_config, tiny_model
+from flglm_kit.split import SplitModel, Spans, split_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "get_device",
+    "quick_mode",
+    "set_seed",
+    "tiny_config",
+    "tiny_model",
+    "split_model",
+    "SplitModel",
+    "Spans",
+]

@@ -1,0 +1,376 @@
+"""Split a Hugging Face decoder three ways: input block, trunk, output block (DESIGN.md §1).
+
+::
+
+    client: input block  = embedding + first ``head_layers`` decoder blocks
+    server: trunk        = the middle blocks
+    client: output block = last ``tail_layers`` blocks + final norm + LM head + loss
+
+FL-GLM uses ``head_layers = tail_layers = 1``. Two naive layouts are built too, so that the
+kit can show their leaks: ``head_layers=0`` (the server receives raw embeddings) and
+``tail_on_server=True`` (final norm and LM head on the server, so labels reach it).
+
+What crosses the cut is the activations plus one :class:`Spans` per batch (where each sample's
+real tokens start and how many there are). Each part rebuilds rotary embeddings and the causal
+mask itself with the model family's own functions, so no attention mask crosses the wire and
+the split computes exactly what the whole model computes.
+
+Introduced in notebook 01.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import masking_utils
+
+__all__ = ["Spans", "InputBlock", "Trunk", "OutputBlock", "SplitModel", "SplitOutput", "split_model"]
+
+_REQUIRED = ("model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb", "lm_head")
+
+
+@dataclass(frozen=True)
+class Spans:
+    """Where each sample's real tokens sit in a padded batch: ``[start, start + length)``.
+
+    Two ``(B,)`` integer tensors replace the ``(B, T)`` attention mask on the wire (FedSEA-LLaMA
+    calls this attention-mask compression). Right and left padding are both one span per row.
+
+    Example:
+        >>> mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
+        >>> s = Spans.from_attention_mask(mask)
+        >>> s.starts.tolist(), s.lengths.tolist(), bool((s.attention_mask() == mask).all())
+        ([0, 1], [3, 3], True)
+    """
+
+    starts: torch.Tensor  # (B,) int64
+    lengths: torch.Tensor  # (B,) int64
+    seq_len: int
+
+    @classmethod
+    def full(cls, batch_size: int, seq_len: int, device: torch.device | None = None) -> Spans:
+        """Every position of every row is a real token (no padding)."""
+        zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return cls(zeros, torch.full_like(zeros, seq_len), seq_len)
+
+    @classmethod
+    def from_attention_mask(cls, attention_mask: torch.Tensor) -> Spans:
+        """Compress a ``(B, T)`` 0/1 mask; raises ``ValueError`` if a row has interior gaps."""
+        if attention_mask.dim() != 2:
+            raise ValueError(f"attention_mask must be (batch, seq_len); got shape {tuple(attention_mask.shape)}")
+        mask = attention_mask.to(torch.long)
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 and 1")
+        batch_size, seq_len = mask.shape
+        lengths = mask.sum(dim=1)  # (B,)
+        starts = torch.where(lengths > 0, mask.argmax(dim=1), torch.zeros_like(lengths))  # (B,)
+        spans = cls(starts, lengths, seq_len)
+        gaps = (spans.attention_mask() != mask).any(dim=1)  # (B,)
+        if bool(gaps.any()):
+            row = int(gaps.nonzero()[0])
+            raise ValueError(
+                f"attention_mask row {row} has padding between real tokens; the split sends one "
+                "span (start, length) per sample, so pad only on the left or on the right"
+            )
+        return spans
+
+    def attention_mask(self) -> torch.Tensor:
+        """The ``(B, T)`` 0/1 long mask these spans stand for."""
+        positions = torch.arange(self.seq_len, device=self.starts.device)  # (T,)
+        starts, ends = self.starts[:, None], (self.starts + self.lengths)[:, None]  # (B, 1)
+        return ((positions >= starts) & (positions < ends)).long()  # (B, T)
+
+    def validate(self, batch_size: int) -> None:
+        """Raise ``ValueError`` unless these spans fit a ``(batch_size, seq_len)`` batch."""
+        for name, t in (("starts", self.starts), ("lengths", self.lengths)):
+            if t.shape != (batch_size,) or t.dtype not in (torch.int64, torch.int32):
+                raise ValueError(
+                    f"{name} must be an integer tensor of shape ({batch_size},); "
+                    f"got {t.dtype} {tuple(t.shape)}"
+                )
+        if bool((self.starts < 0).any() | (self.lengths < 0).any()):
+            raise ValueError("starts and lengths must be non-negative")
+        if bool((self.starts + self.lengths > self.seq_len).any()):
+            raise ValueError(f"a span runs past the sequence length {self.seq_len}")
+
+
+@dataclass
+class SplitOutput:
+    """What :meth:`SplitModel.forward` returns: like a ``CausalLMOutput``."""
+
+    logits: torch.Tensor  # (B, T, V)
+    loss: torch.Tensor | None = None
+
+
+def _check_layout(model: nn.Module) -> None:
+    missing = []
+    for path in _REQUIRED:
+        obj: Any = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+        if obj is None:
+            missing.append(path)
+    if missing:
+        raise TypeError(
+            f"{type(model).__name__} does not have the Llama-like layout split_model needs: "
+            f"missing {', '.join(missing)}. Supported: GlmForCausalLM, Glm4ForCausalLM, "
+            "LlamaForCausalLM, Qwen2ForCausalLM and relatives with model.embed_tokens, "
+            "model.layers, model.norm, model.rotary_emb and lm_head."
+        )
+
+
+def _mask_builder(layer_type: str) -> Any:
+    if layer_type == "sliding_attention":
+        return masking_utils.create_sliding_window_causal_mask
+    if layer_type == "full_attention":
+        return masking_utils.create_causal_mask
+    raise TypeError(f"layer type {layer_type!r} is not supported by the split yet")
+
+
+def _causal_masks(config: Any, hidden: torch.Tensor, mask2d: torch.Tensor, position_ids: torch.Tensor,
+                  layer_types: set[str]) -> dict[str, Any]:
+    """The family's own causal masks, one per layer type, exactly as its model forward builds them."""
+    masks = {}
+    for layer_type in layer_types:
+        build = _mask_builder(layer_type)
+        params = inspect.signature(build).parameters
+        # transformers renamed a few arguments within 5.x; pass each under the name it has here.
+        kwargs: dict[str, Any] = {"config": config, "attention_mask": mask2d, "position_ids": position_ids}
+        kwargs["inputs_embeds" if "inputs_embeds" in params else "input_embeds"] = hidden
+        kwargs["cache" if "cache" in params else "past_key_values"] = None
+        if "cache_position" in params:
+            kwargs["cache_position"] = torch.arange(hidden.shape[1], device=hidden.device)
+        masks[layer_type] = build(**kwargs)
+    return masks
+
+
+class _Part(nn.Module):
+    """A run of decoder blocks with its own rotary embedding; blocks keep their original index."""
+
+    def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module]) -> None:
+        super().__init__()
+        self.config = config
+        self.rotary_emb = rotary_emb
+        # Keyed by the original block index, so parameter names line up with the whole model's.
+        self.layers = nn.ModuleDict({str(i): layer for i, layer in layers.items()})
+
+    @property
+    def layer_indices(self) -> list[int]:
+        return [int(k) for k in self.layers.keys()]
+
+    def _layer_type(self, index: int) -> str:
+        types = getattr(self.config, "layer_types", None)
+        return types[index] if types else "full_attention"
+
+    def run_layers(self, hidden: torch.Tensor, spans: Spans) -> torch.Tensor:
+        """Run this part's blocks on ``hidden`` (B, T, H) with the mask and rotary rebuilt from ``spans``."""
+        if len(self.layers) == 0:
+            return hidden
+        seq_len = hidden.shape[1]
+        position_ids = torch.arange(seq_len, device=hidden.device).unsqueeze(0)  # (1, T), as HF's default
+        mask2d = spans.attention_mask().to(hidden.device)  # (B, T)
+        types = {self._layer_type(i) for i in self.layer_indices}
+        masks = _causal_masks(self.config, hidden, mask2d, position_ids, types)
+        position_embeddings = self.rotary_emb(hidden, position_ids)  # (cos, sin), each (1, T, d)
+        for key, layer in self.layers.items():
+            out = layer(hidden, attention_mask=masks[self._layer_type(int(key))],
+                        position_embeddings=position_embeddings, position_ids=position_ids)
+            hidden = out[0] if isinstance(out, tuple) else out  # (B, T, H)
+        return hidden
+
+
+class InputBlock(_Part):
+    """The client's input block: embedding + the first ``head_layers`` decoder blocks."""
+
+    def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module],
+                 embed_tokens: nn.Module) -> None:
+        super().__init__(config, rotary_emb, layers)
+        self.embed_tokens = embed_tokens
+
+    def forward(self, input_ids: torch.Tensor, spans: Spans) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, H) activations to send to the server."""
+        return self.run_layers(self.embed_tokens(input_ids), spans)
+
+
+class Trunk(_Part):
+    """The server's trunk: the middle decoder blocks."""
+
+    def forward(self, hidden: torch.Tensor, spans: Spans) -> torch.Tensor:
+        """(B, T, H) activations -> (B, T, H) hidden states for the output block."""
+        return self.run_layers(hidden, spans)
+
+
+class OutputBlock(_Part):
+    """The output block: the last ``tail_layers`` blocks + final norm + LM head + loss."""
+
+    def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module],
+                 norm: nn.Module, lm_head: nn.Module, loss_function: Any) -> None:
+        super().__init__(config, rotary_emb, layers)
+        self.norm = norm
+        self.lm_head = lm_head
+        self.loss_function = loss_function
+
+    def forward(self, hidden: torch.Tensor, spans: Spans,
+                labels: torch.Tensor | None = None) -> SplitOutput:
+        """(B, T, H) hidden states -> logits (B, T, V) and, given labels (B, T), the loss."""
+        hidden = self.norm(self.run_layers(hidden, spans))
+        logits = self.lm_head(hidden)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
+        return SplitOutput(logits=logits, loss=loss)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+
+
+class SplitModel(nn.Module):
+    """A model split three ways; made by :func:`split_model`.
+
+    ``head`` and ``tail`` are the client's, ``trunk`` the server's (``tail`` too when
+    ``tail_on_server``). Each part owns its parameters: nothing is shared with the other party
+    or with the original model. :meth:`forward` runs the three parts in one process, for
+    checking and teaching; the parties (:mod:`flglm_kit.client`, :mod:`flglm_kit.server`) run
+    the same parts over the wire.
+    """
+
+    def __init__(self, head: InputBlock, trunk: Trunk, tail: OutputBlock, *, tail_on_server: bool) -> None:
+        super().__init__()
+        self.head, self.trunk, self.tail = head, trunk, tail
+        self.tail_on_server = tail_on_server
+        self.config = trunk.config
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Which party holds each part."""
+        return {"input block": "client", "trunk": "server",
+                "output block": "server" if self.tail_on_server else "client"}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> SplitOutput:
+        """Input block -> trunk -> output block; the same logits and loss as the whole model."""
+        spans = (Spans.full(*input_ids.shape, device=input_ids.device) if attention_mask is None
+                 else Spans.from_attention_mask(attention_mask))
+        activations = self.head(input_ids, spans)  # (B, T, H): what the client sends
+        hidden = self.trunk(activations, spans)  # (B, T, H): what the server returns
+        return self.tail(hidden, spans, labels)
+
+    def original_name(self, part: str, name: str) -> str:
+        """The whole model's name for parameter ``name`` of ``part`` (``"head"``, ``"trunk"``, ``"tail"``).
+
+        Example:
+            >>> from flglm_kit.models import tiny_model
+            >>> split = split_model(tiny_model("glm"))
+            >>> split.original_name("tail", "layers.3.mlp.down_proj.weight")
+            'model.layers.3.mlp.down_proj.weight'
+        """
+        if part not in ("head", "trunk", "tail"):
+            raise ValueError(f"part must be 'head', 'trunk' or 'tail', not {part!r}")
+        return name if name.startswith("lm_head.") else f"model.{name}"
+
+    def flops_per_token(self, seq_len: int) -> dict[str, float]:
+        """Approximate forward FLOPs per token of each part at ``seq_len`` (matmuls + attention)."""
+        cfg = self.config
+        attn_width = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+        out = {}
+        for name, part in (("head", self.head), ("trunk", self.trunk), ("tail", self.tail)):
+            matmul_params = sum(p.numel() for n, p in part.named_parameters()
+                                if p.dim() == 2 and not n.startswith("embed_tokens"))
+            # QK^T and AV over an average causal context of seq_len / 2 tokens, 2 FLOPs per MAC.
+            attention = len(part.layers) * 2 * 2 * (seq_len / 2) * attn_width
+            out[name] = 2.0 * matmul_params + attention
+        return out
+
+    def summary(self, seq_len: int = 128) -> str:
+        """A table: which blocks, how many parameters and what share of compute sit on each side."""
+        flops = self.flops_per_token(seq_len)
+        total_params = _count(self)
+        total_flops = sum(flops.values())
+        rows = []
+        for name, part, label in (("head", self.head, "input block"), ("trunk", self.trunk, "trunk"),
+                                  ("tail", self.tail, "output block")):
+            pieces = (["embed_tokens"] if name == "head" else [])
+            idx = part.layer_indices
+            if idx:
+                pieces.append(f"layers {idx[0]}-{idx[-1]}" if len(idx) > 1 else f"layer {idx[0]}")
+            if name == "tail":
+                pieces += ["norm", "lm_head", "loss"]
+            n = _count(part)
+            rows.append((label, self.placement[label], ", ".join(pieces) or "(no blocks)",
+                         f"{n:,}", f"{100 * n / total_params:.1f}%", f"{100 * flops[name] / total_flops:.1f}%"))
+        header = ("part", "held by", "holds", "parameters", "params %", f"compute % (T={seq_len})")
+        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in [header] + rows]
+        return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
+                tail_on_server: bool = False, copy_weights: bool = True) -> SplitModel:
+    """Split a Llama-layout causal LM into input block, trunk and output block.
+
+    Args:
+        model: a ``transformers`` causal LM with ``model.embed_tokens``, ``model.layers``,
+            ``model.norm``, ``model.rotary_emb`` and ``lm_head`` (GLM, GLM-4, Llama, Qwen2, ...).
+        head_layers: decoder blocks kept on the client before the trunk (0 = naive: the server
+            receives raw embeddings).
+        tail_layers: decoder blocks kept on the client after the trunk.
+        tail_on_server: put the output block (final norm, LM head, loss) on the server: the
+            naive layout in which labels reach the server.
+        copy_weights: deep-copy the parts (the original model stays usable). ``False`` moves
+            the original modules into the parts, saving memory for a large checkpoint; do not
+            use the original model afterwards.
+
+    Returns:
+        A :class:`SplitModel`.
+
+    Raises:
+        TypeError: the model lacks the layout (the message names what is missing).
+        ValueError: the layer counts do not fit, or tied embeddings would straddle the parties.
+
+    Example:
+        >>> from flglm_kit.models import tiny_model
+        >>> split = split_model(tiny_model("glm"), head_layers=1, tail_layers=1)
+        >>> split.head.layer_indices, split.trunk.layer_indices, split.tail.layer_indices
+        ([0], [1, 2], [3])
+    """
+    _check_layout(model)
+    n_layers = len(model.model.layers)
+    if head_layers < 0 or tail_layers < 0 or head_layers + tail_layers > n_layers:
+        raise ValueError(
+            f"head_layers={head_layers} and tail_layers={tail_layers} must be non-negative and "
+            f"leave the server at least zero of the model's {n_layers} blocks"
+        )
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    if tied and tail_on_server:
+        raise ValueError(
+            "this model ties its LM head to the embedding table, so the output block cannot move to "
+            "the server without handing it the client's embeddings; untie them first "
+            "(config.tie_word_embeddings=False) or keep tail_on_server=False"
+        )
+    inner = model.model
+    layers = list(inner.layers)
+    cut_a, cut_b = head_layers, n_layers - tail_layers
+
+    def take(obj: Any, memo: dict[int, Any]) -> Any:
+        return copy.deepcopy(obj, memo) if copy_weights else obj
+
+    # One memo per party: a client's input and output blocks may share a tied embedding
+    # (both sit on the client); nothing is ever shared between client and server.
+    client_memo: dict[int, Any] = {}
+    server_memo: dict[int, Any] = {}
+    tail_memo = server_memo if tail_on_server else client_memo
+    head = InputBlock(take(model.config, client_memo), take(inner.rotary_emb, client_memo),
+                      {i: take(layers[i], client_memo) for i in range(cut_a)},
+                      take(inner.embed_tokens, client_memo))
+    trunk = Trunk(take(model.config, server_memo), take(inner.rotary_emb, server_memo),
+                  {i: take(layers[i], server_memo) for i in range(cut_a, cut_b)})
+    tail = OutputBlock(take(model.config, tail_memo), take(inner.rotary_emb, tail_memo),
+                       {i: take(layers[i], tail_memo) for i in range(cut_b, n_layers)},
+                       take(inner.norm, tail_memo), take(model.lm_head, tail_memo), model.loss_function)
+    return SplitModel(head, trunk, tail, tail_on_server=tail_on_server)
