@@ -5,9 +5,14 @@ The pieces, in teaching order: :func:`split_model` (notebook 01), the wire and i
 (:class:`SplitClient`, :class:`SplitServer`) that train a split model over encrypted bytes.
 """
 
+from flglm_kit.client import ServerError, SplitClient
+from flglm_kit.crypto import ChannelError, Identity, PlaintextChannel, SecureChannel
 from flglm_kit.device import get_device, quick_mode, set_seed
 from flglm_kit.models import tiny_config, tiny_model
+from flglm_kit.server import SplitServer
 from flglm_kit.split import SplitModel, Spans, split_model
+from flglm_kit.transport import InProcessTransport
+from flglm_kit.wire import Message, ProtocolError, WireError, decode, encode
 
 __version__ = "0.1.0"
 
@@ -20,4 +25,17 @@ __all__ = [
     "split_model",
     "SplitModel",
     "Spans",
+    "SplitClient",
+    "SplitServer",
+    "ServerError",
+    "InProcessTransport",
+    "Identity",
+    "SecureChannel",
+    "PlaintextChannel",
+    "ChannelError",
+    "Message",
+    "encode",
+    "decode",
+    "ProtocolError",
+    "WireError",
 ]

@@ -1,0 +1,305 @@
+"""The server party: owns the trunk and its optimizer, and nothing of any client's.
+
+The server *queues* and a scheduler *computes* (DESIGN.md §4.12): :meth:`SplitServer.submit`
+opens, decodes and checks a frame and puts a valid request in the queue; :meth:`run_pending`
+runs the trunk on queued requests and leaves sealed replies in each client's outbox. This
+first version runs one request at a time in arrival order (vanilla split learning);
+client-batching and server-hierarchical schedulers plug in at :meth:`run_pending` without
+changing the parties.
+
+Threat model: the server is honest-but-curious. It decrypts every client's activations to
+compute on them, so per-client keys do not hide anything *from the server*; they hide each
+client's traffic from eavesdroppers and peer clients (notebooks 03 and 04 measure both).
+
+Every bad input (garbage, a tampered or replayed frame, an unknown client, a wrong shape or
+dtype, a step out of order) gets an ``error`` reply saying what was wrong; the server's
+weights are untouched and it goes on serving every other client.
+
+Introduced in notebook 01.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, peek_header,
+                              plain_frame, server_accept)
+from flglm_kit.split import OutputBlock, Spans, Trunk
+from flglm_kit.wire import DEFAULT_LIMITS, Limits, Message, ProtocolError, valid_name
+
+__all__ = ["SplitServer", "RequestError", "OptimizerFactory", "default_optimizer", "error_frame"]
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class RequestError(ProtocolError):
+    """A well-formed, authenticated message that the server cannot act on (shape, step, kind)."""
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW with lr 1e-3: the kit's default for both parties."""
+    return torch.optim.AdamW(params, lr=1e-3)
+
+
+def unique_parameters(*modules: nn.Module | None) -> list[nn.Parameter]:
+    """The parameters of ``modules`` in order, each once (tied weights appear once)."""
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        if module is not None:
+            for p in module.parameters():
+                seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def error_frame(client_id: str, text: str, *, step: int = 0) -> bytes:
+    """An unauthenticated plaintext ``error`` frame, for frames that could not be opened."""
+    safe_id = client_id if valid_name(client_id) else "unknown"
+    return plain_frame(Message("error", safe_id, step, meta={"error": text[:1000]}))
+
+
+@dataclass
+class _Pending:
+    """A forward pass waiting for its output gradients."""
+
+    step: int
+    activations: torch.Tensor  # (B, T, H) leaf that collects dL/d activations
+    hidden: torch.Tensor  # (B, T, H) trunk output, graph kept
+    spans: Spans
+
+
+class SplitServer:
+    """Holds the trunk, talks to each client over its own channel, and trains on their requests.
+
+    Args:
+        trunk: the server's :class:`~flglm_kit.split.Trunk`.
+        identity: the server's long-term signing key; clients pin ``identity.fingerprint``.
+        tail: the output block, only for the naive layout where it sits on the server.
+        optimizer: makes the server's optimizer from its parameters (default AdamW, lr 1e-3).
+        device: where the trunk runs; default: where its parameters are.
+        limits: wire limits for decoding.
+        max_batch_size, max_seq_len: the largest request accepted.
+
+    Example:
+        >>> from flglm_kit import split_model, tiny_model
+        >>> from flglm_kit.crypto import Identity
+        >>> server = SplitServer(split_model(tiny_model()).trunk, identity=Identity.generate())
+        >>> server.enroll("hospital-a", Identity.generate().public_bytes)
+        >>> server
+        SplitServer(trunk layers [1, 2], clients ['hospital-a'], connected [])
+    """
+
+    def __init__(self, trunk: Trunk, *, identity: Identity, tail: OutputBlock | None = None,
+                 optimizer: OptimizerFactory = default_optimizer, device: torch.device | None = None,
+                 limits: Limits = DEFAULT_LIMITS, max_batch_size: int = 64, max_seq_len: int | None = None) -> None:
+        self.trunk, self.tail, self.identity, self.limits = trunk, tail, identity, limits
+        self.device = device or next(iter(unique_parameters(trunk, tail)), torch.empty(0)).device
+        self.trunk.to(self.device)
+        if self.tail is not None:
+            self.tail.to(self.device)
+        params = unique_parameters(trunk, tail)
+        self.optimizer = optimizer(params) if params else None
+        self.hidden_size = trunk.config.hidden_size
+        self.dtype = next(iter(params), torch.empty(0)).dtype
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = max_seq_len or trunk.config.max_position_embeddings
+        self._enrolled: dict[str, bytes] = {}
+        self._channels: dict[str, SecureChannel | PlaintextChannel] = {}
+        self._queue: deque[Message] = deque()
+        self._pending: dict[str, _Pending] = {}
+        self._outbox: dict[str, deque[bytes]] = {}
+        self._taps: list[Callable[[Message], None]] = []
+        self._seen_hellos: set[bytes] = set()
+        self.steps_done = 0
+        self.errors: list[tuple[str, str]] = []  # (client id, error text), newest last
+
+    def __repr__(self) -> str:
+        return (f"SplitServer(trunk layers {self.trunk.layer_indices}, clients {sorted(self._enrolled)}, "
+                f"connected {sorted(self._channels)})")
+
+    # -- enrolment and connections -------------------------------------------------------
+    def enroll(self, client_id: str, public_key: bytes) -> None:
+        """Admit ``client_id``, whose handshakes must be signed by ``public_key`` (out of band)."""
+        if not valid_name(client_id):
+            raise ValueError(f"client id {client_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        self._enrolled[client_id] = bytes(public_key)
+
+    def enroll_plaintext(self, client_id: str) -> None:
+        """Admit ``client_id`` over an unencrypted, unauthenticated channel: for leak demos only."""
+        if not valid_name(client_id):
+            raise ValueError(f"client id {client_id!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        self._channels[client_id] = PlaintextChannel(client_id, limits=self.limits)
+
+    def add_tap(self, tap: Callable[[Message], None]) -> None:
+        """Call ``tap`` with every message the server accepts, after decryption: what the server sees."""
+        self._taps.append(tap)
+
+    # -- receiving: open, check, queue ---------------------------------------------------
+    def submit(self, frame: bytes) -> bytes | None:
+        """Take one frame from the wire. Returns an immediate reply (handshake or error), else ``None``.
+
+        Never raises for bad input: whatever is wrong becomes an ``error`` reply.
+        """
+        client_id = "unknown"
+        try:
+            header = peek_header(frame, limits=self.limits)
+            client_id = header.client_id
+            if header.kind == "hello":
+                # A replayed hello would open a channel nobody can use and cut the real client off.
+                digest = hashlib.sha256(frame).digest()
+                if digest in self._seen_hellos:
+                    raise ChannelError("replayed handshake: this hello was already used; "
+                                       "start a new handshake with client.connect()")
+                welcome, channel = server_accept(frame, self.identity, self._enrolled, limits=self.limits)
+                self._seen_hellos.add(digest)
+                self._channels[header.client_id] = channel
+                self._pending.pop(header.client_id, None)
+                return welcome
+            channel = self._channels.get(header.client_id)
+            if channel is None:
+                raise ChannelError(
+                    f"unknown client {header.client_id!r}: it has no channel with this server; "
+                    "enrol it and run the handshake (client.connect()) first")
+            msg = channel.open(frame)
+        except ProtocolError as err:
+            return self._reject(client_id, str(err), sealed=False)
+        try:
+            self._check_request(msg)
+        except (ProtocolError, ValueError) as err:
+            return self._reject(msg.client_id, str(err), sealed=True)
+        for tap in self._taps:
+            tap(msg)
+        self._queue.append(msg)
+        return None
+
+    def _reject(self, client_id: str, text: str, *, sealed: bool) -> bytes:
+        self.errors.append((client_id, text))
+        log.info("rejected a message from %s: %s", client_id, text)
+        channel = self._channels.get(client_id)
+        if sealed and channel is not None:
+            return channel.seal(Message("error", client_id, 0, meta={"error": text[:1000]}))
+        return error_frame(client_id, text)
+
+    def _check_tensor(self, msg: Message, name: str, shape: tuple[int, ...] | None, dtypes: tuple[torch.dtype, ...]) -> torch.Tensor:
+        t = msg.tensors.get(name)
+        if t is None:
+            raise RequestError(f"a {msg.kind!r} message needs a tensor {name!r}; got {sorted(msg.tensors)}")
+        if t.dtype not in dtypes:
+            raise RequestError(f"tensor {name!r} has dtype {t.dtype}; expected {' or '.join(map(str, dtypes))}")
+        if shape is not None and tuple(t.shape) != shape:
+            raise RequestError(f"tensor {name!r} has shape {tuple(t.shape)}; expected {shape}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise RequestError(f"tensor {name!r} contains NaN or infinity")
+        return t
+
+    def _check_request(self, msg: Message) -> None:
+        """Raise :class:`RequestError` unless the trunk can run ``msg`` as it is."""
+        if msg.kind == "activations":
+            acts = self._check_tensor(msg, "activations", None, (self.dtype,))
+            if acts.dim() != 3 or acts.shape[2] != self.hidden_size:
+                raise RequestError(f"activations must be (batch, seq_len, {self.hidden_size}); got {tuple(acts.shape)}")
+            batch, seq_len, _ = acts.shape
+            if not (0 < batch <= self.max_batch_size and 0 < seq_len <= self.max_seq_len):
+                raise RequestError(f"batch {batch} x length {seq_len} is outside 1..{self.max_batch_size} x "
+                                   f"1..{self.max_seq_len}; send smaller batches")
+            for name in ("starts", "lengths"):
+                self._check_tensor(msg, name, (batch,), (torch.int64, torch.int32))
+            Spans(msg.tensors["starts"].long(), msg.tensors["lengths"].long(), seq_len).validate(batch)
+            if self.tail is not None and msg.meta.get("mode", "train") == "train":
+                self._check_tensor(msg, "labels", (batch, seq_len), (torch.int64,))
+        elif msg.kind == "output_grads":
+            pending = self._pending.get(msg.client_id)
+            if pending is None or pending.step != msg.step:
+                waiting = "nothing" if pending is None else f"step {pending.step}"
+                raise RequestError(f"output_grads for step {msg.step}, but the server waits for {waiting} "
+                                   f"from {msg.client_id!r}; send the step's activations first")
+            self._check_tensor(msg, "output_grads", tuple(pending.hidden.shape), (self.dtype,))
+        else:
+            raise RequestError(f"the server does not accept {msg.kind!r} messages from clients")
+
+    # -- computing: the scheduler's side -------------------------------------------------
+    def run_pending(self) -> int:
+        """Run every queued request, one at a time, in arrival order. Returns how many ran."""
+        ran = 0
+        while self._queue:
+            msg = self._queue.popleft()
+            try:
+                reply = self._compute(msg)
+            except Exception as err:  # noqa: BLE001 - a bug in one request must not stop the server
+                log.exception("request from %s failed", msg.client_id)
+                self._pending.pop(msg.client_id, None)
+                if self.optimizer is not None:
+                    self.optimizer.zero_grad(set_to_none=True)
+                reply = self._reject(msg.client_id, f"the server could not process step {msg.step}: {err}", sealed=True)
+                self._outbox.setdefault(msg.client_id, deque()).append(reply)
+            else:
+                self._send(reply)
+            ran += 1
+        return ran
+
+    def outbox(self, client_id: str) -> deque[bytes]:
+        """Sealed replies waiting for ``client_id``, oldest first."""
+        return self._outbox.setdefault(client_id, deque())
+
+    def _send(self, msg: Message) -> None:
+        self.outbox(msg.client_id).append(self._channels[msg.client_id].seal(msg))
+
+    def _compute(self, msg: Message) -> Message:
+        if msg.kind == "activations":
+            return self._forward(msg)
+        return self._backward(msg)
+
+    def _forward(self, msg: Message) -> Message:
+        acts = msg.tensors["activations"].to(self.device)  # (B, T, H)
+        spans = Spans(msg.tensors["starts"].long().to(self.device), msg.tensors["lengths"].long().to(self.device),
+                      acts.shape[1])
+        if msg.meta.get("mode", "train") != "train":
+            with torch.no_grad():
+                hidden = self.trunk(acts, spans)
+                if self.tail is not None:
+                    logits = self.tail(hidden, spans).logits  # (B, T, V)
+                    return Message("trunk_output", msg.client_id, msg.step, tensors={"logits": logits})
+            return Message("trunk_output", msg.client_id, msg.step, tensors={"hidden": hidden})
+        self._pending.pop(msg.client_id, None)  # a newer step replaces an abandoned one
+        acts.requires_grad_(True)
+        hidden = self.trunk(acts, spans)  # (B, T, H)
+        if self.tail is not None:  # naive layout: the labels are here, so the loss is too
+            loss = self.tail(hidden, spans, msg.tensors["labels"].to(self.device)).loss
+            grads = self._apply(acts, loss, None)
+            return Message("activation_grads", msg.client_id, msg.step, tensors={"activation_grads": grads},
+                           meta={"loss": float(loss.detach())})
+        self._pending[msg.client_id] = _Pending(msg.step, acts, hidden, spans)
+        return Message("trunk_output", msg.client_id, msg.step, tensors={"hidden": hidden.detach()})
+
+    def _backward(self, msg: Message) -> Message:
+        pending = self._pending.pop(msg.client_id)
+        grads = self._apply(pending.activations, pending.hidden, msg.tensors["output_grads"].to(self.device))
+        return Message("activation_grads", msg.client_id, msg.step, tensors={"activation_grads": grads})
+
+    def _apply(self, acts: torch.Tensor, out: torch.Tensor, out_grad: torch.Tensor | None) -> torch.Tensor:
+        """Backward from ``out`` (seeded with ``out_grad``), one optimizer step; return dL/d acts."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        out.backward(out_grad)
+        if self.optimizer is not None:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.steps_done += 1
+        grads = acts.grad if acts.grad is not None else torch.zeros_like(acts)
+        return grads.detach()  # (B, T, H)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The server's trainable weights (trunk, and the tail in the naive layout)."""
+        state = {f"trunk.{k}": v for k, v in self.trunk.state_dict().items()}
+        if self.tail is not None:
+            state.update({f"tail.{k}": v for k, v in self.tail.state_dict().items()})
+        return state
+
