@@ -1,0 +1,312 @@
+"""Pretrain the kit's tiny GLM on the public corpus, on a 2-core CPU, in about 15 minutes.
+
+    python scripts/train_tokenizer.py          # once: the tokenizer this script loads
+    python scripts/pretrain_tiny_glm.py        # trains, evaluates, writes the model card
+
+Writes ``model.safetensors``, ``config.json``, ``generation_config.json``, ``card.json`` and
+the model card ``README.md`` into ``flglm_kit/assets/tiny-glm/`` (next to the tokenizer).
+
+Data: ``datasets/public_corpus/train.txt`` packed by
+:func:`flglm_kit.pretrained.pack_documents` (``<bos> doc <eos>`` per line, concatenated);
+each batch takes ``--batch-size`` windows of ``--seq-len`` tokens at random offsets drawn from
+a seeded generator. AdamW with linear warmup then cosine decay to 10 % of the peak rate,
+gradient clipping at 1.0. ``--max-minutes`` caps the whole run (training stops early, keeping
+``--eval-reserve`` seconds for the evaluation; the card then records the steps done). The
+held-out and unigram perplexities come from :mod:`flglm_kit.pretrained`, the same functions
+the tests call.
+
+``--out`` writes elsewhere (for a trial run) and ``--steps``/``--max-minutes`` shorten it, e.g.
+``python scripts/pretrain_tiny_glm.py --steps 20 --out /tmp/trial``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import GlmConfig, GlmForCausalLM, PreTrainedTokenizerFast
+
+from flglm_kit.pretrained import heldout_perplexity, pack_documents, unigram_perplexity
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "datasets" / "public_corpus"
+OUT = ROOT / "flglm_kit" / "assets" / "tiny-glm"
+
+# ~3.9M parameters. Six blocks so that a client can keep up to 3 input blocks and 1 output
+# block and the server still has a trunk; multi-query attention (one key/value head) as in
+# ChatGLM2/3; an untied LM head, because the naive "server holds the LM head" layout needs it
+# to be a separate module.
+MODEL_CONFIG: dict[str, Any] = dict(
+    vocab_size=4096,
+    hidden_size=192,
+    intermediate_size=512,
+    num_hidden_layers=6,
+    num_attention_heads=3,
+    num_key_value_heads=1,
+    head_dim=64,
+    max_position_embeddings=512,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    tie_word_embeddings=False,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (sets the schedule)")
+    p.add_argument("--max-minutes", type=float, default=25.0, help="wall-clock cap, whole run")
+    p.add_argument("--eval-reserve", type=float, default=90.0, help="seconds kept for eval+save")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--corpus", type=Path, default=CORPUS)
+    p.add_argument("--out", type=Path, default=OUT)
+    return p.parse_args(argv)
+
+
+def lr_factor(step: int, *, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Linear warmup to 1, then cosine decay to ``floor`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on norms and biases)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": args.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+
+
+def train(
+    model: GlmForCausalLM, stream: torch.Tensor, args: argparse.Namespace, deadline: float
+) -> dict[str, Any]:
+    """Train in place until ``args.steps`` or ``deadline``; return what the card reports."""
+    gen = torch.Generator().manual_seed(args.seed)
+    optimizer = make_optimizer(model, args)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup=args.warmup, total=args.steps)
+    )
+    offsets = torch.arange(args.seq_len)  # (T,)
+    losses: list[tuple[int, float]] = []
+    model.train()
+    start, step, running = time.time(), 0, 0.0
+    bar = tqdm(range(args.steps), desc="pretrain", unit="step")
+    for step in bar:
+        if time.time() > deadline:
+            bar.write(f"time budget reached after {step} steps")
+            break
+        starts = torch.randint(0, stream.numel() - args.seq_len, (args.batch_size,), generator=gen)
+        batch = stream[starts[:, None] + offsets]  # (B, T)
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        running += float(loss)
+        if (step + 1) % 50 == 0:
+            losses.append((step + 1, round(running / 50, 4)))
+            bar.set_postfix(loss=f"{running / 50:.3f}")
+            running = 0.0
+    else:
+        step = args.steps
+    seconds = time.time() - start
+    tokens = step * args.batch_size * args.seq_len
+    return {
+        "steps": step,
+        "tokens_seen": tokens,
+        "train_seconds": round(seconds, 1),
+        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+        "loss_curve": losses,
+    }
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hardware_line(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {threads} torch threads ({os.cpu_count()} logical CPUs), no GPU; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
+
+
+def write_card(out: Path, card: dict[str, Any]) -> None:
+    """``card.json`` for the tests and ``README.md`` for people, from the same numbers."""
+    (out / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    cfg, ev, tr = card["config"], card["eval"], card["training"]
+    text = f"""# tiny-glm: the FL-GLM Kit's pretrained teaching model
+
+A {card['parameters']:,}-parameter `GlmForCausalLM` (transformers' native GLM) and its
+byte-level BPE tokenizer, pretrained from scratch on the kit's synthetic public corpus.
+Load it offline with `tokenizer, model = flglm_kit.load_pretrained()`.
+
+## How it was made
+
+```
+{card['tokenizer_command']}
+{card['command']}
+```
+
+- Hardware: {card['hardware']}
+- Wall time: {tr['train_seconds']:.0f} s training ({tr['train_seconds'] / 60:.1f} min),
+  {card['total_seconds']:.0f} s for the whole script; {tr['tokens_per_second']:,.0f} tokens/s.
+- Data: `datasets/public_corpus/train.txt` (10,973 synthetic documents, ~1.06M words),
+  {card['train_stream_tokens']:,} tokens as `<bos> doc <eos>` per document.
+- Training: {tr['steps']} steps (of {tr['steps_planned']} planned) × batch {tr['batch_size']} ×
+  {tr['seq_len']} tokens = **{tr['tokens_seen']:,} tokens seen**
+  ({tr['tokens_seen'] / card['train_stream_tokens']:.1f} passes over the stream); windows at
+  random offsets (seed {tr['seed']}); AdamW (β = 0.9, 0.95, weight decay {tr['weight_decay']}
+  on matrices), peak lr {tr['lr']}, {tr['warmup']} warmup steps then cosine to 10 %, grad
+  clip 1.0, float32.
+- Final training loss (mean of the last 50 steps): {tr['loss_curve'][-1][1] if tr['loss_curve'] else 'n/a'}.
+
+## Model
+
+| field | value |
+|---|---|
+""" + "\n".join(f"| `{k}` | {v} |" for k, v in cfg.items()) + f"""
+
+Parameters: **{card['parameters']:,}**. Tokenizer: byte-level BPE, {card['vocab_size']} tokens,
+`<pad>` = 0, `<bos>` = 1, `<eos>` = 2, `<sep>` = 3 (task format `<bos> prompt <sep> answer <eos>`;
+`<sep>` never occurs in pretraining, fine-tuning teaches it).
+
+`model.safetensors`: {card['model_bytes']:,} bytes, sha256 `{card['model_sha256']}`.
+
+## Evaluation
+
+Held-out text: `{ev['text']}`, evaluated by `flglm_kit.pretrained.heldout_perplexity`
+(documents as `<bos> doc <eos>`, concatenated, cut into non-overlapping {ev['seq_len']}-token
+windows, each scored on its own; max_tokens = {ev['max_tokens']}): {ev['scored_tokens']:,} scored tokens.
+
+| model | held-out perplexity |
+|---|---|
+| tiny-glm (this model) | **{card['heldout_perplexity']:.3f}** |
+| unigram baseline (train token frequencies, add-one smoothing) | {card['unigram_perplexity']:.3f} |
+
+The synthetic corpus is templated and repetitive, so a low perplexity here says the model
+learned the templates, not that it models English.
+
+## Fine-tuning sanity
+
+_Placeholder: filled in by the lead's fine-tuning script (another engineer owns it)._
+
+## Intended use and limits
+
+A teaching and prototyping model for the kit's notebooks: split it into client input block,
+server trunk and client output block, fine-tune it federatedly, attack what crosses the cut.
+Trained only on synthetic, templated English (no real people or records), a few million
+parameters: it writes corpus-like sentences and nothing more. Not for any real task, not a
+language-modelling benchmark, no safety tuning. Retraining on the same hardware, thread count
+and library versions repeats these numbers; other CPUs may differ in the last digits.
+"""
+    (out / "README.md").write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.time()
+    deadline = began + args.max_minutes * 60 - args.eval_reserve
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    tokenizer_dir = args.out if (args.out / "tokenizer.json").is_file() else OUT
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"no tokenizer in {tokenizer_dir}; run scripts/train_tokenizer.py")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    stream = pack_documents(tokenizer, args.corpus / "train.txt")  # (N,)
+
+    config = GlmConfig(**MODEL_CONFIG, attn_implementation="sdpa")
+    assert len(tokenizer) == config.vocab_size, (len(tokenizer), config.vocab_size)
+    model = GlmForCausalLM(config)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{params:,} parameters; {stream.numel():,} training tokens")
+    result = train(model, stream, args, deadline)
+
+    model.eval()
+    evaluation = dict(seq_len=args.seq_len, max_tokens=None, batch_size=32)
+    heldout = heldout_perplexity(model, tokenizer, args.corpus / "validation.txt", **evaluation)
+    unigram = unigram_perplexity(
+        tokenizer, args.corpus / "train.txt", args.corpus / "validation.txt",
+        seq_len=args.seq_len, max_tokens=None,
+    )
+    val_tokens = pack_documents(tokenizer, args.corpus / "validation.txt").numel()
+    full, tail = divmod(val_tokens, args.seq_len)  # as heldout_perplexity cuts windows
+    scored = full * (args.seq_len - 1) + (tail - 1 if tail >= 2 else 0)
+    print(f"held-out perplexity {heldout:.3f}; unigram baseline {unigram:.3f}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(args.out))
+    if tokenizer_dir != args.out:
+        tokenizer.save_pretrained(str(args.out))
+    weights = args.out / "model.safetensors"
+    argv_shown = sys.argv[1:] if argv is None else argv
+    card = {
+        "command": shlex.join(["python", "scripts/pretrain_tiny_glm.py", *argv_shown]),
+        "tokenizer_command": "python scripts/train_tokenizer.py",
+        "hardware": hardware_line(args.threads),
+        "threads": args.threads,
+        "config": {**MODEL_CONFIG, "attn_implementation": "sdpa"},
+        "parameters": params,
+        "vocab_size": len(tokenizer),
+        "train_stream_tokens": stream.numel(),
+        "training": {
+            **result,
+            "steps_planned": args.steps,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "lr": args.lr,
+            "warmup": args.warmup,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+        },
+        "eval": {
+            "function": "flglm_kit.pretrained.heldout_perplexity",
+            "text": "datasets/public_corpus/validation.txt",
+            "scored_tokens": scored,
+            **evaluation,
+        },
+        "heldout_perplexity": round(heldout, 4),
+        "unigram_perplexity": round(unigram, 4),
+        "model_bytes": weights.stat().st_size,
+        "model_sha256": sha256(weights),
+        "total_seconds": round(time.time() - began, 1),
+    }
+    write_card(args.out, card)
+    print(f"saved to {args.out} in {card['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
