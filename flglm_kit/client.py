@@ -142,7 +142,8 @@ class SplitClient:
 
     def _spans(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> Spans:
         if attention_mask is None:
-            return Spans.full(*input_ids.shape, device=input_ids.device)
+            batch_size, seq_len = input_ids.shape
+            return Spans.full(batch_size, seq_len, device=input_ids.device)
         return Spans.from_attention_mask(attention_mask.to(input_ids.device))
 
     def _send_activations(self, acts: torch.Tensor, spans: Spans, *, mode: str,

@@ -163,12 +163,12 @@ class SplitServer:
                 self._channels[header.client_id] = channel
                 self._pending.pop(header.client_id, None)
                 return welcome
-            channel = self._channels.get(header.client_id)
-            if channel is None:
+            known = self._channels.get(header.client_id)
+            if known is None:
                 raise ChannelError(
                     f"unknown client {header.client_id!r}: it has no channel with this server; "
                     "enrol it and run the handshake (client.connect()) first")
-            msg = channel.open(frame)
+            msg = known.open(frame)
         except ProtocolError as err:
             return self._reject(client_id, str(err), sealed=False)
         try:
@@ -238,8 +238,9 @@ class SplitServer:
                 self._pending.pop(msg.client_id, None)
                 if self.optimizer is not None:
                     self.optimizer.zero_grad(set_to_none=True)
-                reply = self._reject(msg.client_id, f"the server could not process step {msg.step}: {err}", sealed=True)
-                self._outbox.setdefault(msg.client_id, deque()).append(reply)
+                notice = self._reject(msg.client_id, f"the server could not process step {msg.step}: {err}",
+                                      sealed=True)
+                self.outbox(msg.client_id).append(notice)
             else:
                 self._send(reply)
             ran += 1

@@ -255,7 +255,8 @@ class SplitModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> SplitOutput:
         """Input block -> trunk -> output block; the same logits and loss as the whole model."""
-        spans = (Spans.full(*input_ids.shape, device=input_ids.device) if attention_mask is None
+        batch_size, seq_len = input_ids.shape
+        spans = (Spans.full(batch_size, seq_len, device=input_ids.device) if attention_mask is None
                  else Spans.from_attention_mask(attention_mask))
         activations = self.head(input_ids, spans)  # (B, T, H): what the client sends
         hidden = self.trunk(activations, spans)  # (B, T, H): what the server returns
@@ -340,20 +341,21 @@ def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
         ([0], [1, 2], [3])
     """
     _check_layout(model)
-    n_layers = len(model.model.layers)
+    inner: Any = model.model
+    lm_head: Any = model.lm_head
+    n_layers = len(inner.layers)
     if head_layers < 0 or tail_layers < 0 or head_layers + tail_layers > n_layers:
         raise ValueError(
             f"head_layers={head_layers} and tail_layers={tail_layers} must be non-negative and "
             f"leave the server at least zero of the model's {n_layers} blocks"
         )
-    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    tied = lm_head.weight is inner.embed_tokens.weight
     if tied and tail_on_server:
         raise ValueError(
             "this model ties its LM head to the embedding table, so the output block cannot move to "
             "the server without handing it the client's embeddings; untie them first "
             "(config.tie_word_embeddings=False) or keep tail_on_server=False"
         )
-    inner = model.model
     layers = list(inner.layers)
     cut_a, cut_b = head_layers, n_layers - tail_layers
 
@@ -372,5 +374,5 @@ def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
                   {i: take(layers[i], server_memo) for i in range(cut_a, cut_b)})
     tail = OutputBlock(take(model.config, tail_memo), take(inner.rotary_emb, tail_memo),
                        {i: take(layers[i], tail_memo) for i in range(cut_b, n_layers)},
-                       take(inner.norm, tail_memo), take(model.lm_head, tail_memo), model.loss_function)
+                       take(inner.norm, tail_memo), take(lm_head, tail_memo), getattr(model, "loss_function"))
     return SplitModel(head, trunk, tail, tail_on_server=tail_on_server)
