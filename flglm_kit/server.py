@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, peek_header,
+from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, open_plain, peek_header,
                               plain_frame, server_accept)
 from flglm_kit.split import OutputBlock, Spans, Trunk
 from flglm_kit.wire import DEFAULT_LIMITS, Limits, Message, ProtocolError, valid_name
@@ -153,12 +153,15 @@ class SplitServer:
             header = peek_header(frame, limits=self.limits)
             client_id = header.client_id
             if header.kind == "hello":
+                welcome, channel = server_accept(frame, self.identity, self._enrolled, limits=self.limits)
                 # A replayed hello would open a channel nobody can use and cut the real client off.
-                digest = hashlib.sha256(frame).digest()
+                # Key the check on the signed nonce, not on the frame's bytes: the same hello
+                # re-encoded (meta keys reordered, say) is still a replay.
+                nonce = open_plain(frame, limits=self.limits).meta["nonce"]
+                digest = hashlib.sha256(f"{header.client_id}/{nonce}".encode()).digest()
                 if digest in self._seen_hellos:
                     raise ChannelError("replayed handshake: this hello was already used; "
                                        "start a new handshake with client.connect()")
-                welcome, channel = server_accept(frame, self.identity, self._enrolled, limits=self.limits)
                 self._seen_hellos.add(digest)
                 self._channels[header.client_id] = channel
                 self._pending.pop(header.client_id, None)
@@ -183,9 +186,13 @@ class SplitServer:
     def _reject(self, client_id: str, text: str, *, sealed: bool) -> bytes:
         self.errors.append((client_id, text))
         log.info("rejected a message from %s: %s", client_id, text)
+        text = text[:min(1000, self.limits.max_str_len)]
         channel = self._channels.get(client_id)
         if sealed and channel is not None:
-            return channel.seal(Message("error", client_id, 0, meta={"error": text[:1000]}))
+            try:
+                return channel.seal(Message("error", client_id, 0, meta={"error": text}))
+            except ProtocolError:  # the notice itself breaks this server's Limits: send it in the clear
+                pass
         return error_frame(client_id, text)
 
     def _check_tensor(self, msg: Message, name: str, shape: tuple[int, ...] | None, dtypes: tuple[torch.dtype, ...]) -> torch.Tensor:
@@ -233,6 +240,7 @@ class SplitServer:
             msg = self._queue.popleft()
             try:
                 reply = self._compute(msg)
+                frame = self._channels[msg.client_id].seal(reply)  # may break Limits: e.g. (B, T, vocab) logits
             except Exception as err:  # noqa: BLE001 - a bug in one request must not stop the server
                 log.exception("request from %s failed", msg.client_id)
                 self._pending.pop(msg.client_id, None)
@@ -242,16 +250,13 @@ class SplitServer:
                                       sealed=True)
                 self.outbox(msg.client_id).append(notice)
             else:
-                self._send(reply)
+                self.outbox(msg.client_id).append(frame)
             ran += 1
         return ran
 
     def outbox(self, client_id: str) -> deque[bytes]:
         """Sealed replies waiting for ``client_id``, oldest first."""
         return self._outbox.setdefault(client_id, deque())
-
-    def _send(self, msg: Message) -> None:
-        self.outbox(msg.client_id).append(self._channels[msg.client_id].seal(msg))
 
     def _compute(self, msg: Message) -> Message:
         if msg.kind == "activations":
@@ -290,6 +295,9 @@ class SplitServer:
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
         out.backward(out_grad)
+        # Finite inputs can still overflow in backward; one such step would make the trunk NaN for everyone.
+        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in unique_parameters(self.trunk, self.tail)):
+            raise RequestError("this step's gradients overflow to infinity or NaN; the server did not apply them")
         if self.optimizer is not None:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)

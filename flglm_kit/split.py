@@ -95,7 +95,8 @@ class Spans:
                 )
         if bool((self.starts < 0).any() | (self.lengths < 0).any()):
             raise ValueError("starts and lengths must be non-negative")
-        if bool((self.starts + self.lengths > self.seq_len).any()):
+        # Compare without adding: starts + lengths can wrap around int64.
+        if bool((self.starts > self.seq_len).any() | (self.lengths > self.seq_len - self.starts).any()):
             raise ValueError(f"a span runs past the sequence length {self.seq_len}")
 
 
