@@ -24,6 +24,7 @@ import torch
 
 from flglm_kit.crypto import (ChannelError, ClientHandshake, Identity, PlaintextChannel, SecureChannel, open_plain,
                               peek_header)
+from flglm_kit.attacks.noise import noise_activations
 from flglm_kit.server import OptimizerFactory, default_optimizer, unique_parameters
 from flglm_kit.split import InputBlock, OutputBlock, Spans
 from flglm_kit.wire import Message, ProtocolError
@@ -57,6 +58,9 @@ class SplitClient:
             handshake (leak demos only; the server must ``enroll_plaintext`` this client).
         optimizer: makes the client's optimizer from its parameters (default AdamW, lr 1e-3).
         device: where the blocks run; default: where their parameters are.
+        noise_rel: Gaussian noise added to every activation sent, with sigma = ``noise_rel`` x the
+            activations' RMS (FedSEA-LLaMA's defence; not differential privacy). 0 = none.
+        noise_seed: seed of the noise generator.
 
     Example:
         >>> from flglm_kit import split_model, tiny_model
@@ -78,7 +82,7 @@ class SplitClient:
     def __init__(self, head: InputBlock, tail: OutputBlock | None, *, client_id: str, transport: Transport,
                  server_fingerprint: str | None = None, identity: Identity | None = None,
                  insecure_plaintext: bool = False, optimizer: OptimizerFactory = default_optimizer,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, noise_rel: float = 0.0, noise_seed: int = 0) -> None:
         if not insecure_plaintext and server_fingerprint is None:
             raise ValueError("pass server_fingerprint (the server identity's fingerprint, from a trusted "
                              "source) or insecure_plaintext=True for a leak demo")
@@ -95,6 +99,10 @@ class SplitClient:
         self.optimizer = optimizer(params)
         self.channel: SecureChannel | PlaintextChannel | None = None
         self.step = 0
+        if noise_rel < 0:
+            raise ValueError(f"noise_rel must be >= 0, not {noise_rel}")
+        self.noise_rel = noise_rel
+        self._noise = torch.Generator(device=self.device).manual_seed(noise_seed)
 
     def __repr__(self) -> str:
         state = "not connected" if self.channel is None else type(self.channel).__name__
@@ -148,7 +156,10 @@ class SplitClient:
 
     def _send_activations(self, acts: torch.Tensor, spans: Spans, *, mode: str,
                           labels: torch.Tensor | None = None) -> Message:
-        tensors = {"activations": acts.detach(), "starts": spans.starts, "lengths": spans.lengths}
+        sent = acts.detach()
+        if self.noise_rel > 0:  # the noise is a constant to autograd: the client's gradients are unchanged
+            sent = noise_activations(sent, self.noise_rel, generator=self._noise)
+        tensors = {"activations": sent, "starts": spans.starts, "lengths": spans.lengths}
         if labels is not None:
             tensors["labels"] = labels  # naive layout only: the text, shifted by one, leaves the client
         expect = "activation_grads" if (self.tail is None and mode == "train") else "trunk_output"

@@ -14,7 +14,7 @@ from flglm_kit.client import ServerError, SplitClient
 from flglm_kit.crypto import Identity, InsecureChannelWarning, peek_header
 from flglm_kit.models import tiny_model
 from flglm_kit.server import SplitServer
-from flglm_kit.split import split_model
+from flglm_kit.split import Spans, split_model
 from flglm_kit.transport import InProcessTransport
 from flglm_kit.wire import Message, encode
 
@@ -258,3 +258,25 @@ def test_a_replayed_handshake_cannot_cut_a_client_off():
     assert peek_header(reply).kind == "error"
     assert "replayed handshake" in server.errors[-1][1]
     assert client.train_step(*batches(1)[0]) > 0  # the real client's channel still works
+
+
+def test_activation_noise_reaches_the_server_at_the_requested_level():
+    model = tiny_model("glm", seed=13)
+    split = split_model(model)
+    server_id = Identity.generate()
+    server = SplitServer(split.trunk, identity=server_id)
+    client = SplitClient(split.head, split.tail, client_id="a", transport=InProcessTransport(server),
+                         server_fingerprint=server_id.fingerprint, noise_rel=0.5)
+    server.enroll("a", client.identity.public_bytes)
+    client.connect()
+    seen: list[Message] = []
+    server.add_tap(seen.append)
+    ids, _ = batches(1)[0]
+    clean = split_model(model).head(ids, Spans.full(*ids.shape)).detach()
+    client.forward(ids)
+    received = seen[0].tensors["activations"]
+    ratio = float((received - clean).pow(2).mean().sqrt() / clean.pow(2).mean().sqrt())
+    assert 0.45 < ratio < 0.55
+    with pytest.raises(ValueError, match="noise_rel"):
+        SplitClient(split.head, split.tail, client_id="b", transport=InProcessTransport(server),
+                    server_fingerprint=server_id.fingerprint, noise_rel=-1)
