@@ -1,6 +1,6 @@
 """Time per training step: encrypted split training vs plaintext split vs centralized.
 
-One JSON line per result. All three run the same tiny GLM on the same batches (batch 8,
+One JSON line per result. All three run the kit's shipped tiny GLM on the same batches (batch 8,
 length 128 by default) in one process, interleaved step by step so that machine noise hits
 them alike; the medians and their ratios come from the same run.
 
@@ -18,15 +18,13 @@ import warnings
 
 import torch
 
-from flglm_kit import get_device, set_seed, split_model, tiny_model
+from flglm_kit import get_device, set_seed, split_model
 from flglm_kit.client import SplitClient
 from flglm_kit.crypto import Identity, InsecureChannelWarning
+from flglm_kit.pretrained import load_pretrained
 from flglm_kit.server import SplitServer
 from flglm_kit.transport import InProcessTransport
 
-# A small GLM, about 6.8M parameters (GLM's gate_up_proj makes its MLP 3 x hidden x intermediate).
-BENCH_MODEL = dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=6,
-                   num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=512)
 
 
 def _adamw(params):
@@ -80,7 +78,9 @@ def main() -> None:
 
     device = get_device(args.device)
     set_seed(0)
-    model = tiny_model("glm", seed=0, **BENCH_MODEL).to(device).train()
+    _, model = load_pretrained(device=device)  # the kit's shipped tiny GLM (3.9M parameters, 6 blocks)
+    model.train()
+    vocab_size = model.config.vocab_size
     runners = {
         "centralized": _centralized(copy.deepcopy(model)),
         "split_plaintext": _split_party(copy.deepcopy(model), encrypted=False, device=device),
@@ -89,7 +89,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {name: [] for name in runners}
     for i in range(args.warmup + args.steps):
-        ids = torch.randint(3, BENCH_MODEL["vocab_size"], (args.batch, args.seq_len), generator=g).to(device)
+        ids = torch.randint(4, vocab_size, (args.batch, args.seq_len), generator=g).to(device)
         order = list(runners) if i % 2 == 0 else list(reversed(runners))  # no fixed first/last position
         for name in order:
             _sync(device)

@@ -9,6 +9,7 @@ from flglm_kit.client import ServerError, SplitClient
 from flglm_kit.crypto import ChannelError, Identity, PlaintextChannel, SecureChannel
 from flglm_kit.device import get_device, quick_mode, set_seed
 from flglm_kit.models import tiny_config, tiny_model
+from flglm_kit.pretrained import load_pretrained
 from flglm_kit.server import SplitServer
 from flglm_kit.split import SplitModel, Spans, split_model
 from flglm_kit.transport import InProcessTransport
@@ -22,6 +23,7 @@ __all__ = [
     "set_seed",
     "tiny_config",
     "tiny_model",
+    "load_pretrained",
     "split_model",
     "SplitModel",
     "Spans",
