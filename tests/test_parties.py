@@ -179,6 +179,8 @@ def test_server_rejects_bad_input_and_keeps_serving():
         "garbage": b"\x00garbage",
         "empty": b"",
         "tampered": _flip(good_frame, len(good_frame) - 40),
+        # A fresh sequence number gets the frame past the replay check, so the GCM tag decides.
+        "tampered, fresh seq": _flip(_flip(good_frame, len(good_frame) - 40), 8 + len("a") + 8),
         "tampered header": _flip(good_frame, 12),
         "replayed": good_frame,
         "unknown client": stranger,
@@ -196,6 +198,7 @@ def test_server_rejects_bad_input_and_keeps_serving():
             assert all(torch.equal(before[k], v) for k, v in server.state_dict().items()), name
         losses_b.append(b.train_step(ids, mask))
     assert len(server.errors) == len(hostile)
+    assert any("authentication failed" in text for _, text in server.errors)
     assert max(abs(x - y) for x, y in zip(losses_b, reference)) < TOL
 
 

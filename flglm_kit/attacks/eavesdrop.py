@@ -16,6 +16,8 @@ Introduced in notebook 04.
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -90,7 +92,7 @@ class PeerGuess(NamedTuple):
 
 def peer_attack(records: Iterable[FrameRecord], victim: str, *, method: str = "whitebox",
                 input_block: InputBlock | None = None, prior: PriorBaseline | None = None,
-                guess_shape: tuple[int, int] | None = None) -> list[PeerGuess]:
+                guess_shape: tuple[int, int] | None = None, **whitebox_options: Any) -> list[PeerGuess]:
     """A peer client sharing the victim's client-side weights attacks the victim's activations.
 
     THREAT MODEL: a peer client (or anyone holding the averaged client-side weights) tapping the
@@ -109,6 +111,8 @@ def peer_attack(records: Iterable[FrameRecord], victim: str, *, method: str = "w
         prior: the prior-only baseline, used for frames it cannot read.
         guess_shape: (batch_size, seq_len) assumed for an unreadable frame (e.g. the federation's
             published batch size and maximum length).
+        **whitebox_options: passed to :func:`whitebox_token_matching` (for example
+            ``max_candidates=256`` once the victim has trained past the peer's copy of the weights).
 
     Returns:
         One :class:`PeerGuess` per victim ``activations`` frame, in wire order.
@@ -150,6 +154,6 @@ def peer_attack(records: Iterable[FrameRecord], victim: str, *, method: str = "w
             ids = nearest_neighbour_inversion(obs.tensor, weight_of(input_block.embed_tokens))
             ids = ids.masked_fill(obs.spans.attention_mask() == 0, 0)
         else:
-            ids = whitebox_token_matching(obs.tensor, obs.spans, input_block)
+            ids = whitebox_token_matching(obs.tensor, obs.spans, input_block, **whitebox_options)
         guesses.append(PeerGuess(record, ids, True))
     return guesses
