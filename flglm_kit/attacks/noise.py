@@ -5,7 +5,9 @@ leave. What matters is sigma *relative to the activations' size* (REFERENCES.md)
 given as ``sigma_rel`` times the root mean square of the tensor being sent. This is not
 differential privacy: there is no clipping and no accounting, and an attacker who trains on
 equally noised activations (``train_inverter(noise_rel=...)``) is much stronger than one who
-does not. Report its utility cost next to the recovery it prevents.
+does not, and closest-candidate matching with the public input block
+(``whitebox_token_matching(..., max_candidates=16)``) is stronger still: at sigma_rel = 1 it
+recovers most tokens (notebook 03). Report its utility cost next to the recovery it prevents.
 
 Introduced in notebook 03.
 """
