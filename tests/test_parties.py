@@ -38,7 +38,8 @@ def batches(n, *, vocab=24, batch=4, seq_len=16, seed=0):
     return out
 
 
-def make_parties(model, *, client_ids=("hospital-a",), head_layers=1, tail_layers=1, tail_on_server=False):
+def make_parties(model, *, client_ids=("hospital-a",), head_layers=1, tail_layers=1, tail_on_server=False,
+                 **client_options):
     split = split_model(model, head_layers=head_layers, tail_layers=tail_layers, tail_on_server=tail_on_server)
     server_id = Identity.generate()
     server = SplitServer(split.trunk, identity=server_id, optimizer=adamw,
@@ -49,7 +50,7 @@ def make_parties(model, *, client_ids=("hospital-a",), head_layers=1, tail_layer
         # Each client gets its own copy of the client-side blocks, as after federated averaging.
         head, tail = copy.deepcopy((split.head, None if tail_on_server else split.tail))
         client = SplitClient(head, tail, client_id=cid, transport=transport,
-                             server_fingerprint=server_id.fingerprint, optimizer=adamw)
+                             server_fingerprint=server_id.fingerprint, optimizer=adamw, **client_options)
         server.enroll(cid, client.identity.public_bytes)
         client.connect()
         clients.append(client)
@@ -265,21 +266,15 @@ def test_a_replayed_handshake_cannot_cut_a_client_off():
 
 def test_activation_noise_reaches_the_server_at_the_requested_level():
     model = tiny_model("glm", seed=13)
-    split = split_model(model)
-    server_id = Identity.generate()
-    server = SplitServer(split.trunk, identity=server_id)
-    client = SplitClient(split.head, split.tail, client_id="a", transport=InProcessTransport(server),
-                         server_fingerprint=server_id.fingerprint, noise_rel=0.5)
-    server.enroll("a", client.identity.public_bytes)
-    client.connect()
+    split, server, transport, (client,) = make_parties(model, client_ids=("a",), noise_rel=0.5)
     seen: list[Message] = []
     server.add_tap(seen.append)
     ids, _ = batches(1)[0]
-    clean = split_model(model).head(ids, Spans.full(*ids.shape)).detach()
+    clean = split.head(ids, Spans.full(*ids.shape)).detach()  # the client holds a copy of these weights
     client.forward(ids)
     received = seen[0].tensors["activations"]
     ratio = float((received - clean).pow(2).mean().sqrt() / clean.pow(2).mean().sqrt())
     assert 0.45 < ratio < 0.55
     with pytest.raises(ValueError, match="noise_rel"):
-        SplitClient(split.head, split.tail, client_id="b", transport=InProcessTransport(server),
-                    server_fingerprint=server_id.fingerprint, noise_rel=-1)
+        SplitClient(split.head, split.tail, client_id="b", transport=transport,
+                    server_fingerprint=server.identity.fingerprint, noise_rel=-1)
