@@ -24,8 +24,8 @@ import torch
 
 from flglm_kit.crypto import (ChannelError, ClientHandshake, Identity, PlaintextChannel, SecureChannel, open_plain,
                               peek_header)
-from flglm_kit.attacks.noise import noise_activations
-from flglm_kit.server import OptimizerFactory, default_optimizer, unique_parameters
+from flglm_kit.noise import noise_activations
+from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
 from flglm_kit.split import InputBlock, OutputBlock, Spans
 from flglm_kit.wire import Message, ProtocolError
 

@@ -31,33 +31,17 @@ from torch import nn
 
 from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, open_plain, peek_header,
                               plain_frame, server_accept)
+from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
 from flglm_kit.split import OutputBlock, Spans, Trunk
 from flglm_kit.wire import DEFAULT_LIMITS, Limits, Message, ProtocolError, valid_name
 
-__all__ = ["SplitServer", "RequestError", "OptimizerFactory", "default_optimizer", "error_frame"]
+__all__ = ["SplitServer", "RequestError", "error_frame"]
 
 log = logging.getLogger(__name__)
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class RequestError(ProtocolError):
     """A well-formed, authenticated message that the server cannot act on (shape, step, kind)."""
-
-
-def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """AdamW with lr 1e-3: the kit's default for both parties."""
-    return torch.optim.AdamW(params, lr=1e-3)
-
-
-def unique_parameters(*modules: nn.Module | None) -> list[nn.Parameter]:
-    """The parameters of ``modules`` in order, each once (tied weights appear once)."""
-    seen: dict[int, nn.Parameter] = {}
-    for module in modules:
-        if module is not None:
-            for p in module.parameters():
-                seen.setdefault(id(p), p)
-    return list(seen.values())
 
 
 def error_frame(client_id: str, text: str, *, step: int = 0) -> bytes:

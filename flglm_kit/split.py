@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import masking_utils
+
+from flglm_kit.losses import next_token_loss
 
 __all__ = ["Spans", "InputBlock", "Trunk", "OutputBlock", "SplitModel", "SplitOutput", "split_model"]
 
@@ -57,6 +60,35 @@ class Spans:
         """Every position of every row is a real token (no padding)."""
         zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
         return cls(zeros, torch.full_like(zeros, seq_len), seq_len)
+
+    @classmethod
+    def of_batch(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Spans:
+        """The spans of a ``(B, T)`` batch: every token real when ``attention_mask`` is ``None``.
+
+        Example:
+            >>> Spans.of_batch(torch.zeros(2, 5, dtype=torch.long)).lengths.tolist()
+            [5, 5]
+        """
+        if attention_mask is None:
+            batch_size, seq_len = input_ids.shape
+            return cls.full(batch_size, seq_len, device=input_ids.device)
+        return cls.from_attention_mask(attention_mask.to(input_ids.device))
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The two tensors a message carries for these spans: ``starts`` and ``lengths``."""
+        return {"starts": self.starts, "lengths": self.lengths}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], seq_len: int,
+                     device: torch.device | None = None) -> Spans:
+        """The spans a message carries (see :meth:`to_tensors`), as int64 tensors on ``device``.
+
+        Example:
+            >>> s = Spans.full(2, 4)
+            >>> Spans.from_tensors(s.to_tensors(), 4).lengths.tolist()
+            [4, 4]
+        """
+        return cls(tensors["starts"].long().to(device), tensors["lengths"].long().to(device), seq_len)
 
     @classmethod
     def from_attention_mask(cls, attention_mask: torch.Tensor) -> Spans:
@@ -210,11 +242,10 @@ class OutputBlock(_Part):
     """The output block: the last ``tail_layers`` blocks + final norm + LM head + loss."""
 
     def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module],
-                 norm: nn.Module, lm_head: nn.Module, loss_function: Any) -> None:
+                 norm: nn.Module, lm_head: nn.Module) -> None:
         super().__init__(config, rotary_emb, layers)
         self.norm = norm
         self.lm_head = lm_head
-        self.loss_function = loss_function
 
     def forward(self, hidden: torch.Tensor, spans: Spans,
                 labels: torch.Tensor | None = None) -> SplitOutput:
@@ -223,7 +254,7 @@ class OutputBlock(_Part):
         logits = self.lm_head(hidden)  # (B, T, V)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
+            loss = next_token_loss(logits, labels)
         return SplitOutput(logits=logits, loss=loss)
 
 
@@ -256,9 +287,7 @@ class SplitModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> SplitOutput:
         """Input block -> trunk -> output block; the same logits and loss as the whole model."""
-        batch_size, seq_len = input_ids.shape
-        spans = (Spans.full(batch_size, seq_len, device=input_ids.device) if attention_mask is None
-                 else Spans.from_attention_mask(attention_mask))
+        spans = Spans.of_batch(input_ids, attention_mask)
         activations = self.head(input_ids, spans)  # (B, T, H): what the client sends
         hidden = self.trunk(activations, spans)  # (B, T, H): what the server returns
         return self.tail(hidden, spans, labels)
@@ -375,5 +404,5 @@ def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
                   {i: take(layers[i], server_memo) for i in range(cut_a, cut_b)})
     tail = OutputBlock(take(model.config, tail_memo), take(inner.rotary_emb, tail_memo),
                        {i: take(layers[i], tail_memo) for i in range(cut_b, n_layers)},
-                       take(inner.norm, tail_memo), take(lm_head, tail_memo), getattr(model, "loss_function"))
+                       take(inner.norm, tail_memo), take(lm_head, tail_memo))
     return SplitModel(head, trunk, tail, tail_on_server=tail_on_server)

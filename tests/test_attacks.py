@@ -16,6 +16,7 @@ from flglm_kit.attacks import (activations_of, bag_of_words, eavesdrop, labels_f
 from flglm_kit.client import SplitClient
 from flglm_kit.crypto import Identity, InsecureChannelWarning
 from flglm_kit.metrics import bag_of_words_scores
+from flglm_kit.losses import next_token_loss
 from flglm_kit.models import tiny_model
 from flglm_kit.server import SplitServer
 from flglm_kit.split import Spans, split_model
@@ -174,7 +175,7 @@ def test_labels_leak_from_logit_grads_and_from_the_tail_on_server_layout():
     logits = split(ids, attention_mask=mask).logits.detach().requires_grad_(True)
 
     # Execute: (a) dL/dlogits, as a server holding the LM head would get it back;
-    loss = split.tail.loss_function(logits=logits, labels=ids.masked_fill(mask == 0, -100), vocab_size=512)
+    loss = next_token_loss(logits, ids.masked_fill(mask == 0, -100))
     (dlogits,) = torch.autograd.grad(loss, logits)
     from_grads = labels_from_logit_grads(dlogits)
     # (b) the naive layout, over the real wire.
