@@ -18,12 +18,14 @@ Introduced in notebook 01.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
 
 from flglm_kit.crypto import (ChannelError, ClientHandshake, Identity, PlaintextChannel, SecureChannel, open_plain,
                               peek_header)
+from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
 from flglm_kit.noise import noise_activations
 from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
 from flglm_kit.split import InputBlock, OutputBlock, Spans
@@ -63,6 +65,10 @@ class SplitClient:
             ``noise_rel = 1`` a matching attacker still recovers most tokens: notebook 03). 0 = none.
         noise_seed: seed of the noise generator.
 
+    Every batch is checked here, before anything is sent (token ids inside the vocabulary,
+    integer dtypes, matching shapes, at least one supervised token): a bad batch raises
+    ``ValueError`` naming the argument, and nothing is sent or changed on either side.
+
     Example:
         >>> from flglm_kit import split_model, tiny_model
         >>> from flglm_kit.crypto import Identity
@@ -78,6 +84,10 @@ class SplitClient:
         >>> loss = client.train_step(torch.randint(3, 512, (2, 16)))
         >>> 5.0 < loss < 7.5  # about ln(512) = 6.24 for an untrained model
         True
+        >>> client.train_step(torch.tensor([[3.0, 4.0]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: input_ids must hold integer token ids, not torch.float32; tokenize the text first (or call .long() on integer-valued ids)
     """
 
     def __init__(self, head: InputBlock, tail: OutputBlock | None, *, client_id: str, transport: Transport,
@@ -87,6 +97,12 @@ class SplitClient:
         if not insecure_plaintext and server_fingerprint is None:
             raise ValueError("pass server_fingerprint (the server identity's fingerprint, from a trusted "
                              "source) or insecure_plaintext=True for a leak demo")
+        if not isinstance(noise_rel, (int, float)) or not math.isfinite(noise_rel) or noise_rel < 0:
+            raise ValueError(f"noise_rel must be a finite number >= 0 (0 = no noise), not {noise_rel!r}")
+        self.binding: str = getattr(head, "fingerprint", "")
+        if tail is not None and getattr(tail, "fingerprint", "") != self.binding:
+            raise ValueError("head and tail come from different splits (their fingerprints differ); "
+                             "take both from the same split_model(...) result")
         self.head, self.tail, self.client_id, self.transport = head, tail, client_id, transport
         self.server_fingerprint = server_fingerprint
         self.identity = identity or Identity.generate()
@@ -97,12 +113,11 @@ class SplitClient:
         if self.tail is not None:
             self.tail.to(self.device)
         self.dtype = params[0].dtype if params else torch.float32
+        self.vocab_size: int = self.head.embed_tokens.num_embeddings
         self.optimizer = optimizer(params)
         self.channel: SecureChannel | PlaintextChannel | None = None
         self.step = 0
-        if noise_rel < 0:
-            raise ValueError(f"noise_rel must be >= 0, not {noise_rel}")
-        self.noise_rel = noise_rel
+        self.noise_rel = float(noise_rel)
         self._noise = torch.Generator(device=self.device).manual_seed(noise_seed)
 
     def __repr__(self) -> str:
@@ -110,15 +125,58 @@ class SplitClient:
         return f"SplitClient({self.client_id!r}, step {self.step}, {state})"
 
     def connect(self) -> None:
-        """Run the handshake with the server (or open a plaintext channel in insecure mode)."""
+        """Run the handshake with the server (or open a plaintext channel in insecure mode).
+
+        Raises:
+            ServerError: the server refused (unknown client, or built from another model or split).
+        """
         if self.insecure_plaintext:
             self.channel = PlaintextChannel(self.client_id)
             return
         assert self.server_fingerprint is not None
-        handshake = ClientHandshake(self.client_id, self.identity, self.server_fingerprint)
+        handshake = ClientHandshake(self.client_id, self.identity, self.server_fingerprint,
+                                    **({"binding": self.binding} if self.binding else {}))  # TEMP until crypto binding lands
         reply = self.transport.request(handshake.hello())
         self._raise_if_error(reply)
         self.channel = handshake.finish(reply)
+
+    # -- checking a batch before anything leaves ---------------------------------------------
+    def _check_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     labels: torch.Tensor | None) -> tuple[torch.Tensor, Spans, torch.Tensor | None]:
+        """Validate a batch; return ids and labels on this client's device and the batch's spans."""
+        if not isinstance(input_ids, torch.Tensor):
+            raise ValueError(f"input_ids must be a torch.Tensor of token ids, not {type(input_ids).__name__}")
+        if input_ids.dim() != 2 or input_ids.numel() == 0:
+            raise ValueError(f"input_ids must be a non-empty (batch, seq_len) tensor; got shape "
+                             f"{tuple(input_ids.shape)} (for one sequence use ids[None])")
+        if input_ids.is_floating_point() or input_ids.dtype == torch.bool or input_ids.is_complex():
+            raise ValueError(f"input_ids must hold integer token ids, not {input_ids.dtype}; "
+                             "tokenize the text first (or call .long() on integer-valued ids)")
+        input_ids = input_ids.to(self.device).long()
+        bad = (input_ids < 0) | (input_ids >= self.vocab_size)
+        if bool(bad.any()):
+            raise ValueError(f"input_ids hold {int(bad.sum())} token id(s) outside this model's vocabulary "
+                             f"0..{self.vocab_size - 1} (e.g. {int(input_ids[bad][0])}); use the tokenizer "
+                             "that matches the model")
+        if attention_mask is not None:
+            if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+                got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
+                raise ValueError(f"attention_mask must have input_ids' shape {tuple(input_ids.shape)}; got {got}")
+            if attention_mask.is_floating_point() and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+                raise ValueError("attention_mask must hold only 0 and 1")
+        spans = Spans.of_batch(input_ids, attention_mask)
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or labels.shape != input_ids.shape:
+                got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels)
+                raise ValueError(f"labels must have input_ids' shape {tuple(input_ids.shape)}; got {got}")
+            if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
+                raise ValueError(f"labels must hold integer token ids (or {IGNORE_INDEX}), not {labels.dtype}")
+            labels = labels.to(self.device).long()
+            bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.vocab_size))
+            if bool(bad.any()):
+                raise ValueError(f"labels must be token ids in 0..{self.vocab_size - 1} or {IGNORE_INDEX} "
+                                 f"(no loss); got {int(labels[bad][0])}")
+        return input_ids, spans, labels
 
     # -- the exchange ----------------------------------------------------------------------
     def _raise_if_error(self, frame: bytes) -> None:
@@ -149,23 +207,23 @@ class SplitClient:
             raise ServerError(f"expected {expect!r} for step {msg.step}, got {answer.kind!r} for step {answer.step}")
         return answer
 
-    def _spans(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> Spans:
-        if attention_mask is None:
-            batch_size, seq_len = input_ids.shape
-            return Spans.full(batch_size, seq_len, device=input_ids.device)
-        return Spans.from_attention_mask(attention_mask.to(input_ids.device))
-
     def _send_activations(self, acts: torch.Tensor, spans: Spans, *, mode: str,
                           labels: torch.Tensor | None = None) -> Message:
         sent = acts.detach()
         if self.noise_rel > 0:  # the noise is a constant to autograd: the client's gradients are unchanged
             sent = noise_activations(sent, self.noise_rel, generator=self._noise)
-        tensors = {"activations": sent, "starts": spans.starts, "lengths": spans.lengths}
+        tensors = {"activations": sent, **spans.to_tensors()}
         if labels is not None:
             tensors["labels"] = labels  # naive layout only: the text, shifted by one, leaves the client
         expect = "activation_grads" if (self.tail is None and mode == "train") else "trunk_output"
         return self._exchange(Message("activations", self.client_id, self.step, tensors=tensors,
                                       meta={"mode": mode}), expect)
+
+    def _set_mode(self, training: bool) -> None:
+        """Train or evaluation mode (dropout on or off) for this client's blocks."""
+        self.head.train(training)
+        if self.tail is not None:
+            self.tail.train(training)
 
     def train_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    labels: torch.Tensor | None = None) -> float:
@@ -177,19 +235,23 @@ class SplitClient:
             labels: (B, T), -100 where no loss is taken; default: ``input_ids`` with padding ignored.
 
         Raises:
+            ValueError: the batch is malformed or has no supervised token (nothing was sent).
             ServerError: the server refused a message (its reason is in the text).
         """
-        self.step += 1
-        input_ids = input_ids.to(self.device)
-        spans = self._spans(input_ids, attention_mask)
+        input_ids, spans, labels = self._check_batch(input_ids, attention_mask, labels)
         if labels is None:
-            labels = input_ids.masked_fill(spans.attention_mask() == 0, -100)
-        labels = labels.to(self.device)
+            labels = input_ids.masked_fill(spans.attention_mask() == 0, IGNORE_INDEX)
+        if supervised_tokens(labels) == 0:
+            raise ValueError("this batch has no supervised token (every next-token label is "
+                             f"{IGNORE_INDEX}: all padding, or every label ignored), so its loss is undefined; "
+                             "nothing was sent and no weight moved. Drop the batch or fix its labels")
+        self.step += 1
+        self._set_mode(True)
         self.optimizer.zero_grad(set_to_none=True)
         acts = self.head(input_ids, spans)  # (B, T, H)                      phase 1
         if self.tail is None:  # naive layout: the server computes the loss
             reply = self._send_activations(acts, spans, mode="train", labels=labels)
-            loss = float(reply.meta["loss"])  # type: ignore[arg-type]
+            loss = float(reply.meta["loss"])
         else:
             reply = self._send_activations(acts, spans, mode="train")  # phase 2 on the server
             hidden = reply.tensors["hidden"].to(self.device).requires_grad_(True)  # (B, T, H)
@@ -207,12 +269,45 @@ class SplitClient:
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V) through the split model, without training (evaluation, generation)."""
+        """Logits (B, T, V) through the split model, in evaluation mode, without training.
+
+        Raises:
+            ValueError: the batch is malformed (nothing was sent).
+            ServerError: the server refused the request.
+        """
+        input_ids, spans, _ = self._check_batch(input_ids, attention_mask, None)
         self.step += 1
-        input_ids = input_ids.to(self.device)
-        spans = self._spans(input_ids, attention_mask)
+        self._set_mode(False)
         reply = self._send_activations(self.head(input_ids, spans), spans, mode="eval")
         if self.tail is None:
             return reply.tensors["logits"].to(self.device)
         return self.tail(reply.tensors["hidden"].to(self.device), spans).logits
 
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, *, max_new_tokens: int = 20,
+                 eos_token_id: int | None = None) -> torch.Tensor:
+        """Greedy decoding through the split: each new token costs one round trip to the server.
+
+        This simple version sends the whole prefix every step (no key/value cache), so its cost
+        and its bytes grow with the prefix. Rows are decoded together and must be unpadded.
+
+        Args:
+            input_ids: (B, T) prompt token ids (no padding).
+            max_new_tokens: how many tokens to add.
+            eos_token_id: stop once every row has produced this token (it is kept).
+
+        Returns:
+            (B, T + n) token ids: the prompt followed by the n <= ``max_new_tokens`` new tokens.
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, not {max_new_tokens}")
+        ids, _, _ = self._check_batch(input_ids, None, None)
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # (B,)
+        for _ in range(max_new_tokens):
+            next_ids = self.forward(ids)[:, -1].argmax(dim=-1)  # (B,)
+            ids = torch.cat([ids, next_ids[:, None]], dim=1)  # (B, T + 1)
+            if eos_token_id is not None:
+                done |= next_ids == eos_token_id
+                if bool(done.all()):
+                    break
+        return ids

@@ -1,11 +1,13 @@
 """The server party: owns the trunk and its optimizer, and nothing of any client's.
 
-The server *queues* and a scheduler *computes* (DESIGN.md §4.12): :meth:`SplitServer.submit`
-opens, decodes and checks a frame and puts a valid request in the queue; :meth:`run_pending`
-runs the trunk on queued requests and leaves sealed replies in each client's outbox. This
-first version runs one request at a time in arrival order (vanilla split learning);
-client-batching and server-hierarchical schedulers plug in at :meth:`run_pending` without
-changing the parties.
+The server *queues* and then *computes* (ARCHITECTURE.md): :meth:`SplitServer.submit` opens,
+decodes and checks a frame and puts a valid request in the queue; :meth:`run_pending` runs the
+trunk on the queued requests, one at a time in arrival order, and leaves each sealed reply in
+its client's outbox. :class:`~flglm_kit.transport.InProcessTransport` calls ``run_pending``
+right after each request, so today the queue never holds two requests and each client's
+backward steps the optimizer at once (vanilla split learning, one client after another).
+Schedulers that batch several clients' requests are not built yet; they plug in at
+:meth:`run_pending` without changing the parties.
 
 Threat model: the server is honest-but-curious. It decrypts every client's activations to
 compute on them, so per-client keys do not hide anything *from the server*; they hide each
@@ -13,7 +15,13 @@ client's traffic from eavesdroppers and peer clients (notebooks 03 and 04 measur
 
 Every bad input (garbage, a tampered or replayed frame, an unknown client, a wrong shape or
 dtype, a step out of order) gets an ``error`` reply saying what was wrong; the server's
-weights are untouched and it goes on serving every other client.
+weights are untouched and it goes on serving every other client. A failure inside the
+server's own computation answers with a request id only; the exception goes to the server's
+log (``logging.getLogger("flglm_kit.server")``), never to a client.
+
+Memory stays bounded however long the server runs: one pending forward per client, the newest
+:data:`MAX_ERRORS` error records, and per enrolled client the last :data:`HELLOS_REMEMBERED`
+handshake nonces and at most :data:`MAX_FRESH_CHANNELS` not-yet-used new channels.
 
 Introduced in notebook 01.
 """
@@ -22,22 +30,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, open_plain, peek_header,
                               plain_frame, server_accept)
+from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
 from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
 from flglm_kit.split import OutputBlock, Spans, Trunk
 from flglm_kit.wire import DEFAULT_LIMITS, Limits, Message, ProtocolError, valid_name
 
-__all__ = ["SplitServer", "RequestError", "error_frame"]
+__all__ = ["SplitServer", "RequestError", "error_frame", "MAX_ERRORS", "HELLOS_REMEMBERED", "MAX_FRESH_CHANNELS"]
 
 log = logging.getLogger(__name__)
+
+#: How many (client id, error text) records :attr:`SplitServer.errors` keeps, newest last.
+MAX_ERRORS = 1000
+#: How many of each client's latest handshake nonces the server remembers, to refuse replays.
+HELLOS_REMEMBERED = 1024
+#: How many new, not yet used channels per client wait beside the live one.
+MAX_FRESH_CHANNELS = 4
+
+Channel = SecureChannel | PlaintextChannel
 
 
 class RequestError(ProtocolError):
@@ -85,25 +103,30 @@ class SplitServer:
                  optimizer: OptimizerFactory = default_optimizer, device: torch.device | None = None,
                  limits: Limits = DEFAULT_LIMITS, max_batch_size: int = 64, max_seq_len: int | None = None) -> None:
         self.trunk, self.tail, self.identity, self.limits = trunk, tail, identity, limits
-        self.device = device or next(iter(unique_parameters(trunk, tail)), torch.empty(0)).device
+        params = unique_parameters(trunk, tail)
+        self.device = device or next(iter(params), torch.empty(0)).device
         self.trunk.to(self.device)
         if self.tail is not None:
             self.tail.to(self.device)
-        params = unique_parameters(trunk, tail)
         self.optimizer = optimizer(params) if params else None
         self.hidden_size = trunk.config.hidden_size
+        self.vocab_size = trunk.config.vocab_size
         self.dtype = next(iter(params), torch.empty(0)).dtype
         self.max_batch_size = max_batch_size
         self.max_seq_len = max_seq_len or trunk.config.max_position_embeddings
+        #: What both parties must be built from (model config and cut); the handshake compares it.
+        self.binding: str = getattr(trunk, "fingerprint", "")
         self._enrolled: dict[str, bytes] = {}
-        self._channels: dict[str, SecureChannel | PlaintextChannel] = {}
+        self._channels: dict[str, Channel] = {}  # the live channel of each connected client
+        self._fresh: dict[str, deque[Channel]] = {}  # new channels, live once a frame authenticates
         self._queue: deque[Message] = deque()
         self._pending: dict[str, _Pending] = {}
         self._outbox: dict[str, deque[bytes]] = {}
         self._taps: list[Callable[[Message], None]] = []
-        self._seen_hellos: set[bytes] = set()
+        self._seen_hellos: dict[str, tuple[deque[bytes], set[bytes]]] = {}
         self.steps_done = 0
-        self.errors: list[tuple[str, str]] = []  # (client id, error text), newest last
+        self.errors: deque[tuple[str, str]] = deque(maxlen=MAX_ERRORS)  # (client id, error text), newest last
+        self.rejections = 0  # every error reply ever sent, also those no longer in ``errors``
 
     def __repr__(self) -> str:
         return (f"SplitServer(trunk layers {self.trunk.layer_indices}, clients {sorted(self._enrolled)}, "
@@ -123,7 +146,11 @@ class SplitServer:
         self._channels[client_id] = PlaintextChannel(client_id, limits=self.limits)
 
     def add_tap(self, tap: Callable[[Message], None]) -> None:
-        """Call ``tap`` with every message the server accepts, after decryption: what the server sees."""
+        """Call ``tap`` with every request the server accepts, decrypted, as it arrived: what the server sees.
+
+        The server computes on its own aliases of these tensors, so a tap that keeps them keeps
+        what the client sent, never a gradient or a graph the server attached afterwards.
+        """
         self._taps.append(tap)
 
     # -- receiving: open, check, queue ---------------------------------------------------
@@ -137,25 +164,8 @@ class SplitServer:
             header = peek_header(frame, limits=self.limits)
             client_id = header.client_id
             if header.kind == "hello":
-                welcome, channel = server_accept(frame, self.identity, self._enrolled, limits=self.limits)
-                # A replayed hello would open a channel nobody can use and cut the real client off.
-                # Key the check on the signed nonce, not on the frame's bytes: the same hello
-                # re-encoded (meta keys reordered, say) is still a replay.
-                nonce = open_plain(frame, limits=self.limits).meta["nonce"]
-                digest = hashlib.sha256(f"{header.client_id}/{nonce}".encode()).digest()
-                if digest in self._seen_hellos:
-                    raise ChannelError("replayed handshake: this hello was already used; "
-                                       "start a new handshake with client.connect()")
-                self._seen_hellos.add(digest)
-                self._channels[header.client_id] = channel
-                self._pending.pop(header.client_id, None)
-                return welcome
-            known = self._channels.get(header.client_id)
-            if known is None:
-                raise ChannelError(
-                    f"unknown client {header.client_id!r}: it has no channel with this server; "
-                    "enrol it and run the handshake (client.connect()) first")
-            msg = known.open(frame)
+                return self._accept_hello(frame, header.client_id)
+            msg = self._open(frame, header.client_id)
         except ProtocolError as err:
             return self._reject(client_id, str(err), sealed=False)
         try:
@@ -167,8 +177,58 @@ class SplitServer:
         self._queue.append(msg)
         return None
 
+    def _accept_hello(self, frame: bytes, client_id: str) -> bytes:
+        """Answer a handshake. The new channel waits beside the live one until a frame proves it.
+
+        Replays: a hello whose nonce is among the client's last :data:`HELLOS_REMEMBERED` is
+        refused. An older one replayed still cannot hurt: it opens a channel that nobody can use
+        (its keys need the client's ephemeral secret) and that never replaces the live channel,
+        which moves only when a frame authenticates under the new keys.
+        """
+        welcome, channel = server_accept(frame, self.identity, self._enrolled, limits=self.limits,
+                                         **({"binding": self.binding} if self.binding else {}))  # TEMP until crypto binding lands
+        # Key the check on the signed nonce, not on the frame's bytes: the same hello re-encoded
+        # (meta keys reordered, say) is still a replay.
+        nonce = open_plain(frame, limits=self.limits).meta["nonce"]
+        digest = hashlib.sha256(f"{client_id}/{nonce}".encode()).digest()
+        order, seen = self._seen_hellos.setdefault(client_id, (deque(), set()))
+        if digest in seen:
+            raise ChannelError("replayed handshake: this hello was already used; "
+                               "start a new handshake with client.connect()")
+        order.append(digest)
+        seen.add(digest)
+        if len(order) > HELLOS_REMEMBERED:
+            seen.discard(order.popleft())
+        if client_id in self._channels:
+            self._fresh.setdefault(client_id, deque(maxlen=MAX_FRESH_CHANNELS)).append(channel)
+        else:
+            self._channels[client_id] = channel
+        return welcome
+
+    def _open(self, frame: bytes, client_id: str) -> Message:
+        """Open a frame with the client's live channel, else with one of its new channels (which then goes live)."""
+        live = self._channels.get(client_id)
+        if live is None:
+            raise ChannelError(
+                f"unknown client {client_id!r}: it has no channel with this server; "
+                "enrol it and run the handshake (client.connect()) first")
+        try:
+            return live.open(frame)
+        except ChannelError as live_error:
+            for channel in reversed(self._fresh.get(client_id, ())):
+                try:
+                    msg = channel.open(frame)
+                except ProtocolError:
+                    continue
+                self._channels[client_id] = channel  # the client reconnected: its old channel and step end
+                self._fresh.pop(client_id, None)
+                self._pending.pop(client_id, None)
+                return msg
+            raise live_error
+
     def _reject(self, client_id: str, text: str, *, sealed: bool) -> bytes:
         self.errors.append((client_id, text))
+        self.rejections += 1
         log.info("rejected a message from %s: %s", client_id, text)
         text = text[:min(1000, self.limits.max_str_len)]
         channel = self._channels.get(client_id)
@@ -179,7 +239,8 @@ class SplitServer:
                 pass
         return error_frame(client_id, text)
 
-    def _check_tensor(self, msg: Message, name: str, shape: tuple[int, ...] | None, dtypes: tuple[torch.dtype, ...]) -> torch.Tensor:
+    def _check_tensor(self, msg: Message, name: str, shape: tuple[int, ...] | None,
+                      dtypes: tuple[torch.dtype, ...]) -> torch.Tensor:
         t = msg.tensors.get(name)
         if t is None:
             raise RequestError(f"a {msg.kind!r} message needs a tensor {name!r}; got {sorted(msg.tensors)}")
@@ -194,6 +255,9 @@ class SplitServer:
     def _check_request(self, msg: Message) -> None:
         """Raise :class:`RequestError` unless the trunk can run ``msg`` as it is."""
         if msg.kind == "activations":
+            mode = msg.meta.get("mode", "train")
+            if mode not in ("train", "eval"):
+                raise RequestError(f"meta 'mode' must be 'train' or 'eval', not {mode!r}")
             acts = self._check_tensor(msg, "activations", None, (self.dtype,))
             if acts.dim() != 3 or acts.shape[2] != self.hidden_size:
                 raise RequestError(f"activations must be (batch, seq_len, {self.hidden_size}); got {tuple(acts.shape)}")
@@ -203,9 +267,14 @@ class SplitServer:
                                    f"1..{self.max_seq_len}; send smaller batches")
             for name in ("starts", "lengths"):
                 self._check_tensor(msg, name, (batch,), (torch.int64, torch.int32))
-            Spans(msg.tensors["starts"].long(), msg.tensors["lengths"].long(), seq_len).validate(batch)
-            if self.tail is not None and msg.meta.get("mode", "train") == "train":
-                self._check_tensor(msg, "labels", (batch, seq_len), (torch.int64,))
+            Spans.from_tensors(msg.tensors, seq_len).validate(batch)
+            if self.tail is not None and mode == "train":
+                labels = self._check_tensor(msg, "labels", (batch, seq_len), (torch.int64,))
+                if bool(((labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.vocab_size))).any()):
+                    raise RequestError(f"labels must be token ids in 0..{self.vocab_size - 1} or {IGNORE_INDEX}")
+                if supervised_tokens(labels) == 0:
+                    raise RequestError("this batch has no supervised token (every next-token label is "
+                                       f"{IGNORE_INDEX}); its loss is undefined, so the server did not train on it")
         elif msg.kind == "output_grads":
             pending = self._pending.get(msg.client_id)
             if pending is None or pending.step != msg.step:
@@ -226,17 +295,25 @@ class SplitServer:
                 reply = self._compute(msg)
                 frame = self._channels[msg.client_id].seal(reply)  # may break Limits: e.g. (B, T, vocab) logits
             except Exception as err:  # noqa: BLE001 - a bug in one request must not stop the server
-                log.exception("request from %s failed", msg.client_id)
                 self._pending.pop(msg.client_id, None)
                 if self.optimizer is not None:
                     self.optimizer.zero_grad(set_to_none=True)
-                notice = self._reject(msg.client_id, f"the server could not process step {msg.step}: {err}",
-                                      sealed=True)
-                self.outbox(msg.client_id).append(notice)
+                self.outbox(msg.client_id).append(self._failure(msg, err))
             else:
                 self.outbox(msg.client_id).append(frame)
             ran += 1
         return ran
+
+    def _failure(self, msg: Message, err: Exception) -> bytes:
+        """The reply to a request that failed while computing: the server's own reason, or a request id."""
+        if isinstance(err, ProtocolError):  # a reason this server wrote for the client
+            text = f"the server could not process step {msg.step}: {err}"
+        else:  # internals (shapes of the trunk's weights, say) stay in the server's log
+            request_id = secrets.token_hex(4)
+            log.error("request %s from %s (step %d) failed", request_id, msg.client_id, msg.step, exc_info=err)
+            text = (f"the server could not process step {msg.step} (request {request_id}); the server's "
+                    "operator finds the cause in its log under that id")
+        return self._reject(msg.client_id, text, sealed=True)
 
     def outbox(self, client_id: str) -> deque[bytes]:
         """Sealed replies waiting for ``client_id``, oldest first."""
@@ -247,11 +324,19 @@ class SplitServer:
             return self._forward(msg)
         return self._backward(msg)
 
+    def _set_mode(self, training: bool) -> None:
+        """Train or evaluation mode (dropout on or off) for this request's modules."""
+        self.trunk.train(training)
+        if self.tail is not None:
+            self.tail.train(training)
+
     def _forward(self, msg: Message) -> Message:
-        acts = msg.tensors["activations"].to(self.device)  # (B, T, H)
-        spans = Spans(msg.tensors["starts"].long().to(self.device), msg.tensors["lengths"].long().to(self.device),
-                      acts.shape[1])
-        if msg.meta.get("mode", "train") != "train":
+        # detach(): a new tensor object, so the message a tap kept never gets requires_grad or a .grad
+        acts = msg.tensors["activations"].to(self.device).detach()  # (B, T, H)
+        spans = Spans.from_tensors(msg.tensors, acts.shape[1], device=self.device)
+        training = msg.meta.get("mode", "train") == "train"
+        self._set_mode(training)
+        if not training:
             with torch.no_grad():
                 hidden = self.trunk(acts, spans)
                 if self.tail is not None:
@@ -263,6 +348,7 @@ class SplitServer:
         hidden = self.trunk(acts, spans)  # (B, T, H)
         if self.tail is not None:  # naive layout: the labels are here, so the loss is too
             loss = self.tail(hidden, spans, msg.tensors["labels"].to(self.device)).loss
+            assert loss is not None
             grads = self._apply(acts, loss, None)
             return Message("activation_grads", msg.client_id, msg.step, tensors={"activation_grads": grads},
                            meta={"loss": float(loss.detach())})
@@ -271,6 +357,7 @@ class SplitServer:
 
     def _backward(self, msg: Message) -> Message:
         pending = self._pending.pop(msg.client_id)
+        self._set_mode(True)
         grads = self._apply(pending.activations, pending.hidden, msg.tensors["output_grads"].to(self.device))
         return Message("activation_grads", msg.client_id, msg.step, tensors={"activation_grads": grads})
 
@@ -280,7 +367,8 @@ class SplitServer:
             self.optimizer.zero_grad(set_to_none=True)
         out.backward(out_grad)
         # Finite inputs can still overflow in backward; one such step would make the trunk NaN for everyone.
-        if not all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in unique_parameters(self.trunk, self.tail)):
+        if not all(p.grad is None or bool(torch.isfinite(p.grad).all())
+                   for p in unique_parameters(self.trunk, self.tail)):
             raise RequestError("this step's gradients overflow to infinity or NaN; the server did not apply them")
         if self.optimizer is not None:
             self.optimizer.step()
@@ -295,4 +383,3 @@ class SplitServer:
         if self.tail is not None:
             state.update({f"tail.{k}": v for k, v in self.tail.state_dict().items()})
         return state
-

@@ -1,28 +1,54 @@
-"""In-process transport: carries frames (bytes, nothing else) between clients and the server.
+"""In-process transport: carries frames (bytes, nothing else) between clients and a server.
 
 Everything that crosses between parties goes through :meth:`InProcessTransport.request` as
-bytes, so what the ledger and the taps record is *all* that crossed (DESIGN.md §4.1). A tap
-sees exactly what an eavesdropper on the wire sees: the clear frame header and the body, which
-is ciphertext on a secure channel.
+bytes, so what the ledger and the taps record is *all* that crossed (ARCHITECTURE.md, rule 1).
+A tap sees exactly what an eavesdropper on the wire sees: the clear frame header and the body,
+which is ciphertext on a secure channel.
+
+The transport knows the server only through :class:`FrameHandler` (take a frame, run what is
+queued, hand out replies), so it does not import the server, and a scheduler or a network
+server can stand behind the same three calls.
+
+Memory stays bounded on long runs: the ledger is a ring of the newest ``max_records`` records,
+frame bytes are kept only with ``keep_frames=True``, and byte totals are running sums.
 
 Introduced in notebook 01; notebook 04 taps it as an eavesdropping peer.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from flglm_kit.crypto import peek_header
-from flglm_kit.server import SplitServer
 from flglm_kit.wire import ProtocolError
 
-__all__ = ["FrameRecord", "InProcessTransport"]
+__all__ = ["FrameHandler", "FrameRecord", "InProcessTransport"]
+
+DIRECTIONS = ("client->server", "server->client")
+
+
+class FrameHandler(Protocol):
+    """What a transport needs of a server: take a frame, run the queue, hand out replies."""
+
+    def submit(self, frame: bytes) -> bytes | None:
+        """Take one frame; return an immediate reply (handshake, error) or ``None`` if queued."""
+
+    def run_pending(self) -> int:
+        """Compute what is queued; replies go to the clients' outboxes. Returns how many ran."""
+
+    def outbox(self, client_id: str) -> deque[bytes]:
+        """Replies waiting for ``client_id``, oldest first."""
 
 
 @dataclass(frozen=True)
 class FrameRecord:
-    """One frame on the wire, as an observer of the wire sees it."""
+    """One frame on the wire, as an observer of the wire sees it.
+
+    ``frame`` holds the bytes for taps always, and in the ledger only with ``keep_frames=True``.
+    """
 
     direction: str  # "client->server" or "server->client"
     client_id: str
@@ -31,7 +57,7 @@ class FrameRecord:
     seq: int
     encrypted: bool
     nbytes: int
-    frame: bytes = field(repr=False)
+    frame: bytes | None = field(default=None, repr=False)
 
 
 def _record(direction: str, frame: bytes) -> FrameRecord:
@@ -43,35 +69,48 @@ def _record(direction: str, frame: bytes) -> FrameRecord:
 
 
 class InProcessTransport:
-    """Connects clients to one :class:`~flglm_kit.server.SplitServer` in this process.
+    """Connects clients to one server (anything with the :class:`FrameHandler` calls) in this process.
 
     Args:
-        server: the server to deliver to.
-        keep_frames: keep every frame in :attr:`ledger` (turn off for long runs).
+        server: the server to deliver to, e.g. a :class:`~flglm_kit.server.SplitServer`.
+        keep_frames: keep each frame's bytes in the :attr:`ledger` records (the eavesdropping
+            demos need them); off by default, so a long run holds only small records.
+        max_records: how many of the newest records the ledger holds (``None``: all of them;
+            only for short runs). Byte totals count every frame, whatever the bound.
 
     Example:
         >>> from flglm_kit import split_model, tiny_model
         >>> from flglm_kit.crypto import Identity
+        >>> from flglm_kit.server import SplitServer
         >>> transport = InProcessTransport(SplitServer(split_model(tiny_model()).trunk, identity=Identity.generate()))
         >>> transport.request(b"garbage")[:4]  # the server answers garbage with an error frame
         b'FLGF'
+        >>> transport.ledger[0].kind, transport.ledger[0].frame  # frame bytes are not kept by default
+        ('?', None)
     """
 
-    def __init__(self, server: SplitServer, *, keep_frames: bool = True) -> None:
+    def __init__(self, server: FrameHandler, *, keep_frames: bool = False, max_records: int | None = 10_000) -> None:
+        if max_records is not None and max_records < 1:
+            raise ValueError(f"max_records must be a positive int or None, not {max_records!r}")
         self.server = server
         self.keep_frames = keep_frames
-        self.ledger: list[FrameRecord] = []
+        self.ledger: deque[FrameRecord] = deque(maxlen=max_records)
         self._taps: list[Callable[[FrameRecord], None]] = []
+        self._totals: dict[tuple[str, str], int] = {}  # (direction, client id) -> bytes
 
     def add_tap(self, tap: Callable[[FrameRecord], None]) -> None:
         """Call ``tap`` with every frame in either direction: an eavesdropper's view of the wire."""
         self._taps.append(tap)
 
     def _observe(self, record: FrameRecord) -> None:
-        if self.keep_frames:
-            self.ledger.append(record)
+        key = (record.direction, record.client_id)
+        self._totals[key] = self._totals.get(key, 0) + record.nbytes
         for tap in self._taps:
             tap(record)
+        if not self.keep_frames:
+            record = FrameRecord(record.direction, record.client_id, record.kind, record.step, record.seq,
+                                 record.encrypted, record.nbytes)
+        self.ledger.append(record)
 
     def request(self, frame: bytes) -> bytes:
         """Deliver ``frame`` to the server and return its reply frame for the sender."""
@@ -80,15 +119,24 @@ class InProcessTransport:
         reply = self.server.submit(frame)
         if reply is None:
             self.server.run_pending()
-            outbox = self.server.outbox(up.client_id)
-            reply = outbox.popleft()
+            reply = self.server.outbox(up.client_id).popleft()
         self._observe(_record("server->client", reply))
         return reply
 
     def bytes_sent(self, client_id: str | None = None) -> dict[str, int]:
-        """Total bytes per direction in the ledger, for one client or all."""
-        totals = {"client->server": 0, "server->client": 0}
-        for r in self.ledger:
-            if client_id is None or r.client_id == client_id:
-                totals[r.direction] += r.nbytes
+        """Total bytes per direction of every frame so far (not only those in the ledger), for one client or all.
+
+        Example:
+            >>> from flglm_kit import split_model, tiny_model
+            >>> from flglm_kit.crypto import Identity
+            >>> from flglm_kit.server import SplitServer
+            >>> t = InProcessTransport(SplitServer(split_model(tiny_model()).trunk, identity=Identity.generate()))
+            >>> _ = t.request(b"garbage")
+            >>> t.bytes_sent()["client->server"]
+            7
+        """
+        totals = dict.fromkeys(DIRECTIONS, 0)
+        for (direction, cid), nbytes in self._totals.items():
+            if client_id is None or cid == client_id:
+                totals[direction] += nbytes
         return totals

@@ -18,43 +18,9 @@ from flglm_kit.split import Spans, split_model
 from flglm_kit.transport import InProcessTransport
 from flglm_kit.wire import Message, encode
 
+from conftest import adamw, batches, make_parties
+
 TOL = 1e-5
-LR = 3e-3
-
-
-def adamw(params):
-    return torch.optim.AdamW(params, lr=LR)
-
-
-def batches(n, *, vocab=24, batch=4, seq_len=16, seed=0):
-    """Batches over a few token ids, so a model can learn something in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(3, vocab, (batch, seq_len), generator=g)
-        lengths = torch.randint(seq_len // 2, seq_len + 1, (batch,), generator=g)
-        mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # right padding
-        out.append((ids.masked_fill(mask == 0, 0), mask))
-    return out
-
-
-def make_parties(model, *, client_ids=("hospital-a",), head_layers=1, tail_layers=1, tail_on_server=False,
-                 **client_options):
-    split = split_model(model, head_layers=head_layers, tail_layers=tail_layers, tail_on_server=tail_on_server)
-    server_id = Identity.generate()
-    server = SplitServer(split.trunk, identity=server_id, optimizer=adamw,
-                         tail=split.tail if tail_on_server else None)
-    transport = InProcessTransport(server)
-    clients = []
-    for cid in client_ids:
-        # Each client gets its own copy of the client-side blocks, as after federated averaging.
-        head, tail = copy.deepcopy((split.head, None if tail_on_server else split.tail))
-        client = SplitClient(head, tail, client_id=cid, transport=transport,
-                             server_fingerprint=server_id.fingerprint, optimizer=adamw, **client_options)
-        server.enroll(cid, client.identity.public_bytes)
-        client.connect()
-        clients.append(client)
-    return split, server, transport, clients
 
 
 def centralized_losses(model, data):

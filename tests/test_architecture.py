@@ -1,0 +1,69 @@
+"""The rooms of ARCHITECTURE.md §2: each module imports only the kit modules its room allows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "flglm_kit"
+
+#: module (dotted, without the package) -> kit modules it may import (prefixes)
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "wire": (),
+    "losses": (),
+    "device": (),
+    "optim": (),
+    "noise": (),
+    "crypto": ("wire", "crypto"),
+    "families": ("losses", "families"),
+    "models": (),
+    "split": ("losses", "families"),
+    "client": ("wire", "crypto", "split", "losses", "noise", "optim"),
+    "server": ("wire", "crypto", "split", "losses", "optim"),
+    "transport": ("wire", "crypto"),
+}
+#: rooms that may not import the parties at all
+NO_PARTIES = ("data", "metrics", "pretrained", "finetune", "checks")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(p for p in parts if p != "__init__")
+
+
+def _kit_imports(path: Path) -> set[str]:
+    """Kit modules imported by ``path``, without the ``flglm_kit.`` prefix."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(n.removeprefix("flglm_kit.") for n in names if n.startswith("flglm_kit.") or n == "flglm_kit")
+    return found
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[_module_name(p) or "flglm_kit" for p in MODULES])
+def test_each_module_imports_only_what_its_room_allows(path):
+    name = _module_name(path)
+    room = name.split(".")[0]
+    imports = _kit_imports(path)
+    if room in ALLOWED:
+        wrong = {i for i in imports if not any(i == a or i.startswith(a + ".") for a in ALLOWED[room])}
+        assert not wrong, f"flglm_kit.{name} imports {sorted(wrong)}; its room allows {ALLOWED[room]}"
+    if room in NO_PARTIES:
+        wrong = {i for i in imports if i.split(".")[0] in ("client", "server", "transport", "attacks")}
+        assert not wrong, f"flglm_kit.{name} imports the parties or the attacks: {sorted(wrong)}"
+
+
+def test_the_table_covers_the_core_modules():
+    top = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    for core in ("wire", "losses", "crypto", "split", "client", "server", "transport"):
+        assert core in top and core in ALLOWED
