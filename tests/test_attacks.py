@@ -9,13 +9,13 @@ import warnings
 import pytest
 import torch
 
-from flglm_kit.attacks import (activations_of, bag_of_words, eavesdrop, labels_from_logit_grads,
-                               nearest_neighbour_inversion, next_token_labels, noise_activations, output_grads_of,
-                               peer_attack, prior_baseline, score, score_bag, shipped_labels,
-                               train_gradient_inverter, train_inverter, whitebox_token_matching)
+from flglm_kit.attacks import (GradientLabelInverter, LearnedInverter, ProbeHead, activations_of, bag_of_words,
+                               bag_of_words_scores, eavesdrop, labels_from_logit_grads, nearest_neighbour_inversion,
+                               next_token_labels, noise_activations, output_grads_of, peer_attack, prior_baseline,
+                               score, score_bag, shipped_labels, train_gradient_inverter, train_inverter,
+                               whitebox_token_matching)
 from flglm_kit.client import SplitClient
 from flglm_kit.crypto import Identity, InsecureChannelWarning
-from flglm_kit.metrics import bag_of_words_scores
 from flglm_kit.losses import next_token_loss
 from flglm_kit.models import tiny_model
 from flglm_kit.server import SplitServer
@@ -102,7 +102,7 @@ def parties(model, *, plaintext=False, client_ids=("victim",), **layout):
     tail_on_server = layout.get("tail_on_server", False)
     server_id = Identity.generate()
     server = SplitServer(split.trunk, identity=server_id, tail=split.tail if tail_on_server else None)
-    transport = InProcessTransport(server)
+    transport = InProcessTransport(server, keep_frames=True)  # the ledger keeps the bytes an eavesdropper reads
     seen = []
     server.add_tap(seen.append)
     clients = []
@@ -322,6 +322,33 @@ def test_gradient_label_inverter_reads_the_next_tokens_from_output_grads(pretrai
     next_private[:, :-1] = secret[:, 1:]
     for guess in guesses:
         assert (guess == truth)[next_private].float().mean() >= 0.8
+
+
+def test_both_probes_are_one_probe_head():
+    # The activation inverter and the gradient inverter share the head (and train_probe's loop).
+    assert issubclass(LearnedInverter, ProbeHead) and issubclass(GradientLabelInverter, ProbeHead)
+    a, b = LearnedInverter(16, 40, width=8, seed=3), LearnedInverter(16, 40, width=8, seed=3)
+    assert all(p.equal(q) for p, q in zip(a.parameters(), b.parameters()))  # the seed fixes the init
+    c = LearnedInverter(16, 40, width=8, seed=4)
+    assert not a.mlp[0].weight.equal(c.mlp[0].weight)
+
+
+@pytest.mark.parametrize("probe", ["activations", "gradients"])
+def test_training_a_probe_leaves_the_global_random_generator_alone(probe):
+    # Prepare: a tiny model and text, made with their own generators; then fix the global state.
+    model = tiny_model("glm", seed=8)
+    text = [torch.randint(3, 512, (4, 12), generator=torch.Generator().manual_seed(8))]
+    torch.manual_seed(12345)
+    before = torch.random.get_rng_state()
+
+    # Execute: noise_rel draws noise too; seed differs from the global seed on purpose.
+    if probe == "activations":
+        train_inverter(split_model(model, head_layers=1).head, text, steps=3, seed=0, width=16, noise_rel=0.5)
+    else:
+        train_gradient_inverter(split_model(model, head_layers=1, tail_layers=1), text, steps=3, seed=0, width=16)
+
+    # Assert: neither reseeded nor advanced.
+    assert torch.random.get_rng_state().equal(before)
 
 
 # -- peers and eavesdroppers (notebook 04) -------------------------------------------------------

@@ -3,7 +3,10 @@
 Every attack reads only the tensors of captured messages (``SplitServer.add_tap``: what the
 server decrypts) or frames (``InProcessTransport.add_tap``: what the wire carries), never a
 client object, and every docstring states its THREAT MODEL and the ATTACKER'S KNOWLEDGE.
-Results are reported with :func:`score` next to the prior-only baseline (:func:`prior_baseline`).
+Results are reported with :func:`score` next to the prior-only baseline (:func:`prior_baseline`),
+from the recovery scores :func:`token_recovery_rate`, :func:`entity_recovery_rate` and
+:func:`bag_of_words_scores`. The two learned attacks are one :class:`ProbeHead` trained by one
+loop, :func:`train_probe`, on pairs the attacker makes from public text.
 
 =======================================  ======================================  ===============================
 what the observer gets                   attack                                  attacker's knowledge
@@ -23,7 +26,8 @@ nothing at all                           :func:`prior_baseline`                 
 =======================================  ======================================  ===============================
 
 The defence of FedSEA-LLaMA, Gaussian noise relative to the activations' RMS, is
-:func:`noise_activations`; :func:`train_inverter` with ``noise_rel`` is the attacker who knows it.
+:func:`noise_activations` (it lives in :mod:`flglm_kit.noise`); :func:`train_inverter` with
+``noise_rel`` is the attacker who knows it.
 
 Introduced in notebook 02 (the naive layouts), 03 (what the client blocks fix and what they do not)
 and 04 (peers and eavesdroppers).
@@ -35,14 +39,18 @@ from flglm_kit.attacks.eavesdrop import Intercept, PeerGuess, eavesdrop, peer_at
 from flglm_kit.attacks.gradients import (GradientLabelInverter, bag_of_words, labels_from_logit_grads,
                                          train_gradient_inverter)
 from flglm_kit.attacks.inversion import LearnedInverter, nearest_neighbour_inversion, train_inverter
-from flglm_kit.attacks.noise import noise_activations
+from flglm_kit.attacks.probe import ProbeHead, train_probe
+from flglm_kit.attacks.recovery import (BagOfWordsScores, bag_of_words_scores, entity_recovery_rate,
+                                       token_recovery_rate)
 from flglm_kit.attacks.result import AttackResult, next_token_labels, results_table, score, score_bag
 from flglm_kit.attacks.whitebox import whitebox_token_matching
+from flglm_kit.noise import noise_activations
 
 __all__ = [
-    "AttackResult", "GradientLabelInverter", "Intercept", "LearnedInverter", "Observed", "PeerGuess",
-    "PriorBaseline", "activations_of", "bag_of_words", "eavesdrop", "labels_from_logit_grads",
-    "nearest_neighbour_inversion", "next_token_labels", "noise_activations", "output_grads_of",
-    "peer_attack", "prior_baseline", "results_table", "score", "score_bag", "shipped_labels",
-    "train_gradient_inverter", "train_inverter", "whitebox_token_matching",
+    "AttackResult", "BagOfWordsScores", "GradientLabelInverter", "Intercept", "LearnedInverter", "Observed",
+    "PeerGuess", "PriorBaseline", "ProbeHead", "activations_of", "bag_of_words", "bag_of_words_scores",
+    "eavesdrop", "entity_recovery_rate", "labels_from_logit_grads", "nearest_neighbour_inversion",
+    "next_token_labels", "noise_activations", "output_grads_of", "peer_attack", "prior_baseline",
+    "results_table", "score", "score_bag", "shipped_labels", "token_recovery_rate", "train_gradient_inverter",
+    "train_inverter", "train_probe", "whitebox_token_matching",
 ]

@@ -1,4 +1,7 @@
-"""Helpers shared by the attack modules: batch formats, masks, a seeded generator."""
+"""Helpers shared by the attack modules: batch formats, masks, a seeded generator.
+
+The label value that carries no loss, ``IGNORE_INDEX``, is :data:`flglm_kit.losses.IGNORE_INDEX`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ from typing import Any
 import torch
 
 from flglm_kit.split import Spans
-
-IGNORE_INDEX = -100
 
 TokenBatch = Any  # a (B, T) id tensor, an (ids, attention_mask) pair, or a dict with "input_ids"
 

@@ -16,10 +16,8 @@ Introduced in notebook 04.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -44,8 +42,12 @@ class Intercept(NamedTuple):
 
 
 def _read(record: FrameRecord) -> Message | None:
+    """The message in a plaintext frame; None for ciphertext or a malformed frame."""
     if record.encrypted:
         return None  # ciphertext under a key the observer does not have
+    if record.frame is None:  # a ledger record without its bytes: the observer saw them, we did not keep them
+        raise ValueError("this record holds no frame bytes: pass a transport tap's records, or build the "
+                         "transport with keep_frames=True to read its ledger")
     try:
         return open_plain(record.frame)
     except ProtocolError:
@@ -56,12 +58,16 @@ def eavesdrop(records: Iterable[FrameRecord]) -> Intercept:
     """Decode every plaintext frame; list the encrypted (or malformed) ones as unreadable.
 
     Args:
-        records: frames from a transport tap or ``transport.ledger``.
+        records: frames from a transport tap, or ``transport.ledger`` of a transport built with
+            ``keep_frames=True``.
 
     Returns:
         ``Intercept(messages, unreadable)``. Over secure channels the messages are only the
         handshake (public keys and signatures) and error notices; over a
         :class:`~flglm_kit.crypto.PlaintextChannel` they are every tensor the parties exchange.
+
+    Raises:
+        ValueError: for a plaintext record whose bytes were not kept (a ledger without ``keep_frames``).
 
     Introduced in notebook 04.
 
@@ -118,7 +124,7 @@ def peer_attack(records: Iterable[FrameRecord], victim: str, *, method: str = "w
         One :class:`PeerGuess` per victim ``activations`` frame, in wire order.
 
     Raises:
-        ValueError: for an unknown method, or a missing input block.
+        ValueError: for an unknown method, a missing input block, or a readable record without its bytes.
 
     Introduced in notebook 04.
 

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flglm_kit.attacks._common import IGNORE_INDEX, TokenBatch, as_id_batches, generator, weight_of
+from flglm_kit.attacks._common import TokenBatch, as_id_batches, weight_of
+from flglm_kit.attacks.probe import ProbeHead, train_probe
 from flglm_kit.attacks.result import next_token_labels
+from flglm_kit.losses import IGNORE_INDEX
 from flglm_kit.split import SplitModel, Spans
 
 __all__ = ["bag_of_words", "labels_from_logit_grads", "GradientLabelInverter", "train_gradient_inverter"]
@@ -101,12 +103,13 @@ def _features(grads: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([g, h / h.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-30)], dim=-1)
 
 
-class GradientLabelInverter(nn.Module):
+class GradientLabelInverter(ProbeHead):
     """A per-position probe from [dL/dh_B, optionally h_B] to the next token's logits.
 
-    It starts from the analytic guess for an output block with no decoder layer (the gradient
-    points away from the label's LM-head row: ``-g`` scored against the LM head), then learns the
-    rest. Train it with :func:`train_gradient_inverter`; introduced in notebook 03.
+    A :class:`~flglm_kit.attacks.ProbeHead` with an input projection. It starts from the analytic
+    guess for an output block with no decoder layer (the gradient points away from the label's
+    LM-head row: ``-g`` scored against the LM head), then learns the rest. Train it with
+    :func:`train_gradient_inverter`; introduced in notebook 03.
 
     Args:
         hidden_size: H.
@@ -114,30 +117,25 @@ class GradientLabelInverter(nn.Module):
         use_hidden: also read h_B (the server computed it, so it has it).
         width: the MLP's hidden width.
         lm_head_weight: (V, H) the public pretrained LM head, to start the unembedding from.
+        seed: seeds the initialisation (a local generator: the global one is left alone).
     """
 
     def __init__(self, hidden_size: int, vocab_size: int, *, use_hidden: bool = True, width: int = 512,
-                 lm_head_weight: torch.Tensor | None = None) -> None:
-        super().__init__()
+                 lm_head_weight: torch.Tensor | None = None, seed: int = 0) -> None:
+        super().__init__(hidden_size, vocab_size, in_features=hidden_size * (2 if use_hidden else 1), width=width,
+                         unembed_weight=lm_head_weight, seed=seed)
         self.use_hidden = use_hidden
-        self.inp = nn.Linear(hidden_size * (2 if use_hidden else 1), hidden_size)
-        self.norm = nn.LayerNorm(hidden_size)
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, hidden_size))
-        self.out_norm = nn.LayerNorm(hidden_size)
-        self.unembed = nn.Linear(hidden_size, vocab_size)
         if lm_head_weight is not None:
-            with torch.no_grad():
-                self.inp.weight.zero_()
-                self.inp.weight[:, :hidden_size] = -torch.eye(hidden_size)
-                self.inp.bias.zero_()
-                self.unembed.weight.copy_(F.normalize(lm_head_weight.detach().float(), dim=-1) * 4.0)
-                self.unembed.bias.zero_()
+            with torch.no_grad():  # the analytic start: read -g, ignore h_B
+                inp = self.inp
+                assert isinstance(inp, nn.Linear)
+                inp.weight.zero_()
+                inp.weight[:, :hidden_size] = -torch.eye(hidden_size)
+                inp.bias.zero_()
 
     def forward(self, grads: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """(..., H) dL/dh_B [and (..., H) h_B] -> (..., V) logits of the next token."""
-        x = self.norm(self.inp(_features(grads, hidden if self.use_hidden else None)))
-        x = x + self.mlp(x)
-        return self.unembed(self.out_norm(x))
+        return super().forward(_features(grads, hidden if self.use_hidden else None))
 
     @torch.no_grad()
     def invert(self, output_grads: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,25 +203,11 @@ def train_gradient_inverter(split: SplitModel, token_batches: Iterable[TokenBatc
         >>> type(inv).__name__
         'GradientLabelInverter'
     """
-    from tqdm.auto import tqdm
-
     head_weight = weight_of(split.tail.lm_head)  # (V, H)
     where = torch.device(device) if device is not None else head_weight.device
     split = split.to(where).eval()
     grads, hiddens, targets = _simulate(split, as_id_batches(token_batches), where)
-    cpu_g = generator(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        inverter = GradientLabelInverter(grads.shape[1], head_weight.shape[0], use_hidden=use_hidden,
-                                         width=width, lm_head_weight=weight_of(split.tail.lm_head)).to(where)
-    optimizer = torch.optim.AdamW(inverter.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
-    inverter.train()
-    for _ in tqdm(range(steps), disable=not progress, desc="gradient inverter"):
-        pick = torch.randint(len(targets), (min(batch_size, len(targets)),), generator=cpu_g).to(where)
-        loss = F.cross_entropy(inverter(grads[pick], hiddens[pick]), targets[pick])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return inverter.eval()
+    inverter = GradientLabelInverter(grads.shape[1], head_weight.shape[0], use_hidden=use_hidden, width=width,
+                                     lm_head_weight=head_weight, seed=seed).to(where)
+    return train_probe(inverter, (grads, hiddens), targets, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                       progress=progress, desc="gradient inverter")

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from flglm_kit.attacks._common import TokenBatch, as_id_batches, generator, rms, weight_of
+from flglm_kit.attacks._common import TokenBatch, as_id_batches, rms, weight_of
+from flglm_kit.attacks.probe import ProbeHead, train_probe
 from flglm_kit.split import InputBlock, Spans
 
 __all__ = ["nearest_neighbour_inversion", "LearnedInverter", "train_inverter"]
@@ -73,39 +73,26 @@ def nearest_neighbour_inversion(activations: torch.Tensor, embedding_weight: tor
     return torch.cat(ids).reshape(activations.shape[:-1])
 
 
-class LearnedInverter(nn.Module):
+class LearnedInverter(ProbeHead):
     """A per-position probe from one activation vector (H) to vocabulary logits (V).
 
+    A :class:`~flglm_kit.attacks.ProbeHead` that reads the activations as they are:
     ``LayerNorm -> x + MLP(x) -> LayerNorm -> unembedding``. The unembedding starts from the
     public embedding table (row-normalised) when one is given, so tokens that are rare or absent
     in the attacker's auxiliary text are still reachable; everything is then trained.
-    Introduced in notebook 03; train it with :func:`train_inverter`.
+    Notebook 03 gets one from :func:`train_inverter`.
 
     Args:
         hidden_size: H of the activations.
         vocab_size: V.
         width: the MLP's hidden width.
         embedding_weight: (V, H) public embedding table to start the unembedding from.
+        seed: seeds the initialisation (a local generator: the global one is left alone).
     """
 
     def __init__(self, hidden_size: int, vocab_size: int, *, width: int = 512,
-                 embedding_weight: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.hidden_size, self.vocab_size = hidden_size, vocab_size
-        self.norm = nn.LayerNorm(hidden_size)
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(), nn.Linear(width, hidden_size))
-        self.out_norm = nn.LayerNorm(hidden_size)
-        self.unembed = nn.Linear(hidden_size, vocab_size)
-        if embedding_weight is not None:
-            with torch.no_grad():
-                self.unembed.weight.copy_(F.normalize(embedding_weight.detach().float(), dim=-1) * 4.0)
-                self.unembed.bias.zero_()
-
-    def forward(self, activations: torch.Tensor) -> torch.Tensor:
-        """(..., H) activations -> (..., V) logits."""
-        x = self.norm(activations.float())
-        x = x + self.mlp(x)
-        return self.unembed(self.out_norm(x))
+                 embedding_weight: torch.Tensor | None = None, seed: int = 0) -> None:
+        super().__init__(hidden_size, vocab_size, width=width, unembed_weight=embedding_weight, seed=seed)
 
     @torch.no_grad()
     def invert(self, activations: torch.Tensor, *, chunk: int = 4096) -> torch.Tensor:
@@ -171,30 +158,11 @@ def train_inverter(input_block: InputBlock, token_batches: Iterable[TokenBatch],
         >>> inv.invert(head(torch.tensor([[5, 6]]), Spans.full(1, 2))).shape
         torch.Size([1, 2])
     """
-    from tqdm.auto import tqdm
-
     table = weight_of(input_block.embed_tokens)  # (V, H)
     where = torch.device(device) if device is not None else table.device
     input_block = input_block.to(where).eval()
     acts, tokens, scale = _pairs(input_block, as_id_batches(token_batches), where)  # (N, H), (N,), (N,)
-    g = generator(seed, where)
-    cpu_g = generator(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        inverter = LearnedInverter(acts.shape[1], table.shape[0], width=width,
-                                   embedding_weight=weight_of(input_block.embed_tokens)).to(where)
-    optimizer = torch.optim.AdamW(inverter.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1),
-                                                   pct_start=0.1)
-    inverter.train()
-    for _ in tqdm(range(steps), disable=not progress, desc="inverter"):
-        pick = torch.randint(len(tokens), (min(batch_size, len(tokens)),), generator=cpu_g).to(where)
-        x = acts[pick]  # (b, H)
-        if noise_rel > 0:
-            x = x + noise_rel * scale[pick, None] * torch.randn(x.shape, generator=g, device=where)
-        loss = F.cross_entropy(inverter(x), tokens[pick])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return inverter.eval()
+    inverter = LearnedInverter(acts.shape[1], table.shape[0], width=width, embedding_weight=table,
+                               seed=seed).to(where)
+    return train_probe(inverter, (acts,), tokens, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                       noise_std=noise_rel * scale if noise_rel > 0 else None, progress=progress, desc="inverter")

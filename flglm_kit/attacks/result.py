@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from flglm_kit.attacks._common import IGNORE_INDEX
-from flglm_kit.metrics import bag_of_words_scores, entity_recovery_rate, rouge, token_recovery_rate
+from flglm_kit.attacks.recovery import bag_of_words_scores, entity_recovery_rate, token_recovery_rate
+from flglm_kit.losses import IGNORE_INDEX
+from flglm_kit.metrics import rouge
 
 __all__ = ["AttackResult", "score", "score_bag", "results_table", "next_token_labels"]
 
@@ -101,7 +102,7 @@ def score(name: str, predicted_ids: Any, true_ids: Any, mask: Any = None, *, kno
         knowledge: what the attacker knew, in words.
         baseline_ids: (B, T) the prior-only guess (:class:`~flglm_kit.attacks.PriorBaseline`).
         tokenizer: decode rows to text for ROUGE-L (and entities).
-        entities: per row, the private entities (see :func:`flglm_kit.metrics.entity_recovery_rate`).
+        entities: per row, the private entities (see :func:`~flglm_kit.attacks.entity_recovery_rate`).
         seconds: the attack's run time, to report.
 
     Returns:
