@@ -31,7 +31,7 @@ from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_paramete
 from flglm_kit.split import InputBlock, OutputBlock, Spans
 from flglm_kit.wire import Message, ProtocolError
 
-__all__ = ["SplitClient", "ServerError", "Transport"]
+__all__ = ["SplitClient", "ServerError", "TrainStep", "Transport"]
 
 
 class Transport(Protocol):
@@ -117,6 +117,7 @@ class SplitClient:
         self.optimizer = optimizer(params)
         self.channel: SecureChannel | PlaintextChannel | None = None
         self.step = 0
+        self._in_flight: TrainStep | None = None
         self.noise_rel = float(noise_rel)
         self._noise = torch.Generator(device=self.device).manual_seed(noise_seed)
 
@@ -192,38 +193,71 @@ class SplitClient:
                 text = f"(unreadable error notice: {err})"
             raise ServerError(f"the server refused the message: {text}")
 
-    def _exchange(self, msg: Message, expect: str) -> Message:
+    def _seal(self, msg: Message) -> bytes:
         if self.channel is None:
             raise RuntimeError("call connect() before training")
-        reply = self.transport.request(self.channel.seal(msg))
+        return self.channel.seal(msg)
+
+    def _open_reply(self, reply: bytes, expect: str, step: int) -> Message:
+        """Open the server's reply to step ``step``; raise :class:`ServerError` unless it is ``expect``."""
+        assert self.channel is not None
         self._raise_if_error(reply)
         try:
             answer = self.channel.open(reply)
         except ChannelError as err:
             raise ServerError(f"the server's reply did not authenticate: {err}") from None
         if answer.kind == "error":
-            raise ServerError(f"the server refused step {msg.step}: {answer.meta.get('error')}")
-        if answer.kind != expect or answer.step != msg.step:
-            raise ServerError(f"expected {expect!r} for step {msg.step}, got {answer.kind!r} for step {answer.step}")
+            raise ServerError(f"the server refused step {step}: {answer.meta.get('error')}")
+        if answer.kind != expect or answer.step != step:
+            raise ServerError(f"expected {expect!r} for step {step}, got {answer.kind!r} for step {answer.step}")
         return answer
 
-    def _send_activations(self, acts: torch.Tensor, spans: Spans, *, mode: str,
-                          labels: torch.Tensor | None = None) -> Message:
+    def _exchange(self, msg: Message, expect: str) -> Message:
+        return self._open_reply(self.transport.request(self._seal(msg)), expect, msg.step)
+
+    def _activations_message(self, acts: torch.Tensor, spans: Spans, *, mode: str,
+                             labels: torch.Tensor | None = None) -> Message:
         sent = acts.detach()
         if self.noise_rel > 0:  # the noise is a constant to autograd: the client's gradients are unchanged
             sent = noise_activations(sent, self.noise_rel, generator=self._noise)
         tensors = {"activations": sent, **spans.to_tensors()}
         if labels is not None:
             tensors["labels"] = labels  # naive layout only: the text, shifted by one, leaves the client
-        expect = "activation_grads" if (self.tail is None and mode == "train") else "trunk_output"
-        return self._exchange(Message("activations", self.client_id, self.step, tensors=tensors,
-                                      meta={"mode": mode}), expect)
+        return Message("activations", self.client_id, self.step, tensors=tensors, meta={"mode": mode})
 
     def _set_mode(self, training: bool) -> None:
         """Train or evaluation mode (dropout on or off) for this client's blocks."""
         self.head.train(training)
         if self.tail is not None:
             self.tail.train(training)
+
+    def begin_train_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                         labels: torch.Tensor | None = None) -> TrainStep:
+        """Start a training step to drive one message at a time (several clients' steps can then interleave).
+
+        Runs the input block and seals the activations; send :meth:`TrainStep.pop_frame` and hand
+        each reply to :meth:`TrainStep.deliver` until :attr:`TrainStep.done`. :meth:`train_step`
+        does exactly that over this client's transport; :func:`flglm_kit.scheduling.run_round`
+        does it for many clients at once.
+
+        Raises:
+            ValueError: the batch is malformed or has no supervised token (nothing was sent).
+            RuntimeError: this client has a step in flight already, or is not connected.
+        """
+        if self._in_flight is not None and not self._in_flight.done:
+            raise RuntimeError(f"{self.client_id} has step {self._in_flight.step} in flight; finish it first")
+        if self.channel is None:
+            raise RuntimeError("call connect() before training")
+        input_ids, spans, labels = self._check_batch(input_ids, attention_mask, labels)
+        if labels is None:
+            labels = input_ids.masked_fill(spans.attention_mask() == 0, IGNORE_INDEX)
+        if supervised_tokens(labels) == 0:
+            raise ValueError("this batch has no supervised token (every next-token label is "
+                             f"{IGNORE_INDEX}: all padding, or every label ignored), so its loss is undefined; "
+                             "nothing was sent and no weight moved. Drop the batch or fix its labels")
+        self.step += 1
+        self._in_flight = TrainStep(self, input_ids, spans, labels)
+        return self._in_flight
 
     def train_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                    labels: torch.Tensor | None = None) -> float:
@@ -238,34 +272,13 @@ class SplitClient:
             ValueError: the batch is malformed or has no supervised token (nothing was sent).
             ServerError: the server refused a message (its reason is in the text).
         """
-        input_ids, spans, labels = self._check_batch(input_ids, attention_mask, labels)
-        if labels is None:
-            labels = input_ids.masked_fill(spans.attention_mask() == 0, IGNORE_INDEX)
-        if supervised_tokens(labels) == 0:
-            raise ValueError("this batch has no supervised token (every next-token label is "
-                             f"{IGNORE_INDEX}: all padding, or every label ignored), so its loss is undefined; "
-                             "nothing was sent and no weight moved. Drop the batch or fix its labels")
-        self.step += 1
-        self._set_mode(True)
-        self.optimizer.zero_grad(set_to_none=True)
-        acts = self.head(input_ids, spans)  # (B, T, H)                      phase 1
-        if self.tail is None:  # naive layout: the server computes the loss
-            reply = self._send_activations(acts, spans, mode="train", labels=labels)
-            loss = float(reply.meta["loss"])
-        else:
-            reply = self._send_activations(acts, spans, mode="train")  # phase 2 on the server
-            hidden = reply.tensors["hidden"].to(self.device).requires_grad_(True)  # (B, T, H)
-            out = self.tail(hidden, spans, labels)  # phase 3
-            assert out.loss is not None
-            out.loss.backward()
-            loss = float(out.loss.detach())
-            assert hidden.grad is not None
-            reply = self._exchange(Message("output_grads", self.client_id, self.step,
-                                           tensors={"output_grads": hidden.grad}), "activation_grads")  # phase 4
-        acts.backward(reply.tensors["activation_grads"].to(self.device))  # phase 5
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss
+        step = self.begin_train_step(input_ids, attention_mask, labels)
+        while not step.done:
+            frame = step.pop_frame()
+            assert frame is not None
+            step.deliver(self.transport.request(frame))
+        assert step.loss is not None
+        return step.loss
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -278,7 +291,8 @@ class SplitClient:
         input_ids, spans, _ = self._check_batch(input_ids, attention_mask, None)
         self.step += 1
         self._set_mode(False)
-        reply = self._send_activations(self.head(input_ids, spans), spans, mode="eval")
+        reply = self._exchange(self._activations_message(self.head(input_ids, spans), spans, mode="eval"),
+                               "trunk_output")
         if self.tail is None:
             return reply.tensors["logits"].to(self.device)
         return self.tail(reply.tensors["hidden"].to(self.device), spans).logits
@@ -311,3 +325,74 @@ class SplitClient:
                 if bool(done.all()):
                     break
         return ids
+
+
+class TrainStep:
+    """One client's training step, driven one message at a time (made by :meth:`SplitClient.begin_train_step`).
+
+    The five phases of the exchange, as a small state machine::
+
+        created   input block forward done; pop_frame() -> "activations"
+        deliver("trunk_output")      output block, loss, backward; pop_frame() -> "output_grads"
+        deliver("activation_grads")  input block backward, optimizer step; done
+
+    In the naive layout (the server holds the output block) the server answers the
+    activations with ``activation_grads`` at once.
+    """
+
+    def __init__(self, client: SplitClient, input_ids: torch.Tensor, spans: Spans, labels: torch.Tensor) -> None:
+        self.client, self.spans, self.labels = client, spans, labels
+        self.client_id, self.step = client.client_id, client.step
+        self.done = False
+        self.loss: float | None = None
+        self.error: ServerError | None = None
+        client._set_mode(True)
+        client.optimizer.zero_grad(set_to_none=True)
+        self._acts = client.head(input_ids, spans)  # (B, T, H)                     phase 1
+        naive = client.tail is None
+        msg = client._activations_message(self._acts, spans, mode="train", labels=labels if naive else None)
+        self._expect = "activation_grads" if naive else "trunk_output"
+        self._outgoing: bytes | None = client._seal(msg)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else f"waiting for {self._expect!r}"
+        return f"TrainStep({self.client_id!r}, step {self.step}, {state})"
+
+    def pop_frame(self) -> bytes | None:
+        """The next frame to send to the server (``None`` while waiting for a reply)."""
+        frame, self._outgoing = self._outgoing, None
+        return frame
+
+    def deliver(self, reply: bytes) -> None:
+        """Hand the server's reply to this step; it computes the next phase.
+
+        Raises:
+            ServerError: the server refused the step (the step is over; nothing was applied here).
+        """
+        if self.done:
+            raise RuntimeError(f"step {self.step} of {self.client_id} is finished; this reply is not for it")
+        client = self.client
+        try:
+            answer = client._open_reply(reply, self._expect, self.step)
+        except ServerError as err:
+            self.done, self.error = True, err
+            client.optimizer.zero_grad(set_to_none=True)
+            raise
+        if answer.kind == "trunk_output":  # phase 3: the output block, on the client
+            hidden = answer.tensors["hidden"].to(client.device).requires_grad_(True)  # (B, T, H)
+            assert client.tail is not None
+            out = client.tail(hidden, self.spans, self.labels)
+            assert out.loss is not None
+            out.loss.backward()
+            self.loss = float(out.loss.detach())
+            assert hidden.grad is not None
+            msg = Message("output_grads", client.client_id, self.step, tensors={"output_grads": hidden.grad},
+                          meta={"tokens": supervised_tokens(self.labels)})
+            self._expect, self._outgoing = "activation_grads", client._seal(msg)  # phase 4 on the server
+            return
+        if self.loss is None:  # naive layout: the server computed the loss
+            self.loss = float(answer.meta["loss"])
+        self._acts.backward(answer.tensors["activation_grads"].to(client.device))  # phase 5
+        client.optimizer.step()
+        client.optimizer.zero_grad(set_to_none=True)
+        self.done = True

@@ -1,13 +1,11 @@
 """The server party: owns the trunk and its optimizer, and nothing of any client's.
 
-The server *queues* and then *computes* (ARCHITECTURE.md): :meth:`SplitServer.submit` opens,
-decodes and checks a frame and puts a valid request in the queue; :meth:`run_pending` runs the
-trunk on the queued requests, one at a time in arrival order, and leaves each sealed reply in
-its client's outbox. :class:`~flglm_kit.transport.InProcessTransport` calls ``run_pending``
-right after each request, so today the queue never holds two requests and each client's
-backward steps the optimizer at once (vanilla split learning, one client after another).
-Schedulers that batch several clients' requests are not built yet; they plug in at
-:meth:`run_pending` without changing the parties.
+The server is a *front desk* and a *compute* side (ARCHITECTURE.md): :meth:`SplitServer.submit`
+opens, decodes and checks a frame and puts a valid request in the queue; :meth:`run_pending`
+hands the queue to a scheduler (:mod:`flglm_kit.scheduling`), which decides which requests run
+together on a :class:`~flglm_kit.compute.TrunkCompute` (the trunk, its optimizer, a parameter
+version) and when the weights move. The default, :class:`~flglm_kit.scheduling.Sequential`,
+runs one client's step at a time in arrival order; another client's request waits meanwhile.
 
 Threat model: the server is honest-but-curious. It decrypts every client's activations to
 compute on them, so per-client keys do not hide anything *from the server*; they hide each
@@ -19,7 +17,7 @@ weights are untouched and it goes on serving every other client. A failure insid
 server's own computation answers with a request id only; the exception goes to the server's
 log (``logging.getLogger("flglm_kit.server")``), never to a client.
 
-Memory stays bounded however long the server runs: one pending forward per client, the newest
+Memory stays bounded however long the server runs: one open step per client, the newest
 :data:`MAX_ERRORS` error records, and per enrolled client the last :data:`HELLOS_REMEMBERED`
 handshake nonces and at most :data:`MAX_FRESH_CHANNELS` not-yet-used new channels.
 
@@ -28,19 +26,21 @@ Introduced in notebook 01.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 import torch
 
 from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, open_plain, peek_header,
                               plain_frame, server_accept)
+from flglm_kit.compute import TrunkCompute
 from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
-from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
+from flglm_kit.optim import OptimizerFactory, default_optimizer
+from flglm_kit.scheduling import Scheduler, Sequential
 from flglm_kit.split import OutputBlock, Spans, Trunk
 from flglm_kit.wire import DEFAULT_LIMITS, Limits, Message, ProtocolError, valid_name
 
@@ -68,16 +68,6 @@ def error_frame(client_id: str, text: str, *, step: int = 0) -> bytes:
     return plain_frame(Message("error", safe_id, step, meta={"error": text[:1000]}))
 
 
-@dataclass
-class _Pending:
-    """A forward pass waiting for its output gradients."""
-
-    step: int
-    activations: torch.Tensor  # (B, T, H) leaf that collects dL/d activations
-    hidden: torch.Tensor  # (B, T, H) trunk output, graph kept
-    spans: Spans
-
-
 class SplitServer:
     """Holds the trunk, talks to each client over its own channel, and trains on their requests.
 
@@ -101,17 +91,18 @@ class SplitServer:
 
     def __init__(self, trunk: Trunk, *, identity: Identity, tail: OutputBlock | None = None,
                  optimizer: OptimizerFactory = default_optimizer, device: torch.device | None = None,
-                 limits: Limits = DEFAULT_LIMITS, max_batch_size: int = 64, max_seq_len: int | None = None) -> None:
-        self.trunk, self.tail, self.identity, self.limits = trunk, tail, identity, limits
-        params = unique_parameters(trunk, tail)
-        self.device = device or next(iter(params), torch.empty(0)).device
-        self.trunk.to(self.device)
-        if self.tail is not None:
-            self.tail.to(self.device)
-        self.optimizer = optimizer(params) if params else None
+                 limits: Limits = DEFAULT_LIMITS, max_batch_size: int = 64, max_seq_len: int | None = None,
+                 scheduler: Scheduler | None = None) -> None:
+        self.identity, self.limits = identity, limits
+        self.scheduler = scheduler or Sequential()
+        # Sub-server replicas beyond the first are copies of the trunk, each with its own optimizer.
+        replicas = [(trunk, tail)] + [copy.deepcopy((trunk, tail)) for _ in range(self.scheduler.replicas - 1)]
+        self.computes = [TrunkCompute(t, tail=o, optimizer=optimizer, device=device) for t, o in replicas]
+        first = self.computes[0]
+        self.trunk, self.tail, self.optimizer = first.trunk, first.tail, first.optimizer
+        self.device, self.dtype = first.device, first.dtype
         self.hidden_size = trunk.config.hidden_size
         self.vocab_size = trunk.config.vocab_size
-        self.dtype = next(iter(params), torch.empty(0)).dtype
         self.max_batch_size = max_batch_size
         self.max_seq_len = max_seq_len or trunk.config.max_position_embeddings
         #: What both parties must be built from (model config and cut); the handshake compares it.
@@ -119,14 +110,19 @@ class SplitServer:
         self._enrolled: dict[str, bytes] = {}
         self._channels: dict[str, Channel] = {}  # the live channel of each connected client
         self._fresh: dict[str, deque[Channel]] = {}  # new channels, live once a frame authenticates
-        self._queue: deque[Message] = deque()
-        self._pending: dict[str, _Pending] = {}
+        self._queue: deque[tuple[float, Message]] = deque()  # (arrival time, checked request)
+        self._expect: dict[str, tuple[int, tuple[int, ...]]] = {}  # client -> (step, shape) of output grads owed
         self._outbox: dict[str, deque[bytes]] = {}
         self._taps: list[Callable[[Message], None]] = []
         self._seen_hellos: dict[str, tuple[deque[bytes], set[bytes]]] = {}
-        self.steps_done = 0
         self.errors: deque[tuple[str, str]] = deque(maxlen=MAX_ERRORS)  # (client id, error text), newest last
         self.rejections = 0  # every error reply ever sent, also those no longer in ``errors``
+        self.scheduler.bind(self, self.computes)
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps the trunk (all its replicas together) has taken."""
+        return sum(c.steps_done for c in self.computes)
 
     def __repr__(self) -> str:
         return (f"SplitServer(trunk layers {self.trunk.layer_indices}, clients {sorted(self._enrolled)}, "
@@ -174,7 +170,7 @@ class SplitServer:
             return self._reject(msg.client_id, str(err), sealed=True)
         for tap in self._taps:
             tap(msg)
-        self._queue.append(msg)
+        self._queue.append((self.scheduler.clock(), msg))
         return None
 
     def _accept_hello(self, frame: bytes, client_id: str) -> bytes:
@@ -222,7 +218,8 @@ class SplitServer:
                     continue
                 self._channels[client_id] = channel  # the client reconnected: its old channel and step end
                 self._fresh.pop(client_id, None)
-                self._pending.pop(client_id, None)
+                self._expect.pop(client_id, None)
+                self.scheduler.forget(client_id, "the client reconnected")
                 return msg
             raise live_error
 
@@ -268,6 +265,8 @@ class SplitServer:
             for name in ("starts", "lengths"):
                 self._check_tensor(msg, name, (batch,), (torch.int64, torch.int32))
             Spans.from_tensors(msg.tensors, seq_len).validate(batch)
+            if mode == "train":
+                self._expect.pop(msg.client_id, None)  # a newer step replaces one the client abandoned
             if self.tail is not None and mode == "train":
                 labels = self._check_tensor(msg, "labels", (batch, seq_len), (torch.int64,))
                 if bool(((labels != IGNORE_INDEX) & ((labels < 0) | (labels >= self.vocab_size))).any()):
@@ -276,36 +275,77 @@ class SplitServer:
                     raise RequestError("this batch has no supervised token (every next-token label is "
                                        f"{IGNORE_INDEX}); its loss is undefined, so the server did not train on it")
         elif msg.kind == "output_grads":
-            pending = self._pending.get(msg.client_id)
-            if pending is None or pending.step != msg.step:
-                waiting = "nothing" if pending is None else f"step {pending.step}"
+            owed = self._expect.get(msg.client_id)
+            if owed is None or owed[0] != msg.step:
+                waiting = "nothing" if owed is None else f"step {owed[0]}"
                 raise RequestError(f"output_grads for step {msg.step}, but the server waits for {waiting} "
                                    f"from {msg.client_id!r}; send the step's activations first")
-            self._check_tensor(msg, "output_grads", tuple(pending.hidden.shape), (self.dtype,))
+            grads = self._check_tensor(msg, "output_grads", owed[1], (self.dtype,))
+            tokens = msg.meta.get("tokens")
+            if type(tokens) is not int or not 0 < tokens <= grads.shape[0] * grads.shape[1]:
+                raise RequestError("output_grads need meta 'tokens': how many supervised tokens the step's loss "
+                                   f"averaged over (1..{grads.shape[0] * grads.shape[1]}); got {tokens!r}")
+            del self._expect[msg.client_id]
         else:
             raise RequestError(f"the server does not accept {msg.kind!r} messages from clients")
 
     # -- computing: the scheduler's side -------------------------------------------------
     def run_pending(self) -> int:
-        """Run every queued request, one at a time, in arrival order. Returns how many ran."""
-        ran = 0
-        while self._queue:
-            msg = self._queue.popleft()
-            try:
-                reply = self._compute(msg)
-                frame = self._channels[msg.client_id].seal(reply)  # may break Limits: e.g. (B, T, vocab) logits
-            except Exception as err:  # noqa: BLE001 - a bug in one request must not stop the server
-                self._pending.pop(msg.client_id, None)
-                if self.optimizer is not None:
-                    self.optimizer.zero_grad(set_to_none=True)
-                self.outbox(msg.client_id).append(self._failure(msg, err))
-            else:
-                self.outbox(msg.client_id).append(frame)
-            ran += 1
-        return ran
+        """Let the scheduler run what it can now. Returns how many scheduling moves it made."""
+        return self.scheduler.run()
 
-    def _failure(self, msg: Message, err: Exception) -> bytes:
-        """The reply to a request that failed while computing: the server's own reason, or a request id."""
+    def next_deadline(self) -> float | None:
+        """When, on the scheduler's clock, a waiting request will be forced on (``None``: nothing waits)."""
+        return self.scheduler.next_deadline()
+
+    # The desk's verbs for schedulers: look at and take queued requests, reply, refuse.
+    def _matching(self, pred: Callable[[Message], bool]) -> Iterator[tuple[float, Message]]:
+        return ((t, m) for t, m in self._queue if pred(m))
+
+    def peek(self, pred: Callable[[Message], bool]) -> list[Message]:
+        """Queued requests that match ``pred``, oldest first (they stay queued)."""
+        return [m for _, m in self._matching(pred)]
+
+    def has(self, pred: Callable[[Message], bool]) -> bool:
+        """Whether a queued request matches ``pred``."""
+        return next(self._matching(pred), None) is not None
+
+    def arrival_of(self, pred: Callable[[Message], bool]) -> float | None:
+        """Arrival time of the oldest queued request that matches ``pred``."""
+        first = next(self._matching(pred), None)
+        return None if first is None else first[0]
+
+    def take(self, pred: Callable[[Message], bool], *, limit: int | None = None) -> list[Message]:
+        """Remove and return the queued requests that match ``pred`` (at most ``limit``), oldest first."""
+        taken: list[Message] = []
+        kept: deque[tuple[float, Message]] = deque()
+        for item in self._queue:
+            if (limit is None or len(taken) < limit) and pred(item[1]):
+                taken.append(item[1])
+            else:
+                kept.append(item)
+        self._queue = kept
+        return taken
+
+    def reply(self, msg: Message, *, awaits_grads: bool = False) -> None:
+        """Seal ``msg`` for its client; with ``awaits_grads`` the client now owes that step's output gradients."""
+        try:
+            frame = self._channels[msg.client_id].seal(msg)  # may break Limits: e.g. (B, T, vocab) logits
+        except Exception as err:  # noqa: BLE001
+            self.fail(msg, err)
+            return
+        if awaits_grads:
+            self._expect[msg.client_id] = (msg.step, tuple(msg.tensors["hidden"].shape))
+        self.outbox(msg.client_id).append(frame)
+
+    def refuse(self, client_id: str, step: int, text: str) -> None:
+        """Tell ``client_id`` that its step ``step`` will not be served, and why."""
+        if self._expect.get(client_id, (None,))[0] == step:
+            del self._expect[client_id]
+        self.outbox(client_id).append(self._reject(client_id, text, sealed=True))
+
+    def fail(self, msg: Message, err: Exception) -> None:
+        """Answer a request that failed while computing: the server's own reason, or a request id."""
         if isinstance(err, ProtocolError):  # a reason this server wrote for the client
             text = f"the server could not process step {msg.step}: {err}"
         else:  # internals (shapes of the trunk's weights, say) stay in the server's log
@@ -313,72 +353,14 @@ class SplitServer:
             log.error("request %s from %s (step %d) failed", request_id, msg.client_id, msg.step, exc_info=err)
             text = (f"the server could not process step {msg.step} (request {request_id}); the server's "
                     "operator finds the cause in its log under that id")
-        return self._reject(msg.client_id, text, sealed=True)
+        self.refuse(msg.client_id, msg.step, text)
 
     def outbox(self, client_id: str) -> deque[bytes]:
         """Sealed replies waiting for ``client_id``, oldest first."""
         return self._outbox.setdefault(client_id, deque())
 
-    def _compute(self, msg: Message) -> Message:
-        if msg.kind == "activations":
-            return self._forward(msg)
-        return self._backward(msg)
-
-    def _set_mode(self, training: bool) -> None:
-        """Train or evaluation mode (dropout on or off) for this request's modules."""
-        self.trunk.train(training)
-        if self.tail is not None:
-            self.tail.train(training)
-
-    def _forward(self, msg: Message) -> Message:
-        # detach(): a new tensor object, so the message a tap kept never gets requires_grad or a .grad
-        acts = msg.tensors["activations"].to(self.device).detach()  # (B, T, H)
-        spans = Spans.from_tensors(msg.tensors, acts.shape[1], device=self.device)
-        training = msg.meta.get("mode", "train") == "train"
-        self._set_mode(training)
-        if not training:
-            with torch.no_grad():
-                hidden = self.trunk(acts, spans)
-                if self.tail is not None:
-                    logits = self.tail(hidden, spans).logits  # (B, T, V)
-                    return Message("trunk_output", msg.client_id, msg.step, tensors={"logits": logits})
-            return Message("trunk_output", msg.client_id, msg.step, tensors={"hidden": hidden})
-        self._pending.pop(msg.client_id, None)  # a newer step replaces an abandoned one
-        acts.requires_grad_(True)
-        hidden = self.trunk(acts, spans)  # (B, T, H)
-        if self.tail is not None:  # naive layout: the labels are here, so the loss is too
-            loss = self.tail(hidden, spans, msg.tensors["labels"].to(self.device)).loss
-            assert loss is not None
-            grads = self._apply(acts, loss, None)
-            return Message("activation_grads", msg.client_id, msg.step, tensors={"activation_grads": grads},
-                           meta={"loss": float(loss.detach())})
-        self._pending[msg.client_id] = _Pending(msg.step, acts, hidden, spans)
-        return Message("trunk_output", msg.client_id, msg.step, tensors={"hidden": hidden.detach()})
-
-    def _backward(self, msg: Message) -> Message:
-        pending = self._pending.pop(msg.client_id)
-        self._set_mode(True)
-        grads = self._apply(pending.activations, pending.hidden, msg.tensors["output_grads"].to(self.device))
-        return Message("activation_grads", msg.client_id, msg.step, tensors={"activation_grads": grads})
-
-    def _apply(self, acts: torch.Tensor, out: torch.Tensor, out_grad: torch.Tensor | None) -> torch.Tensor:
-        """Backward from ``out`` (seeded with ``out_grad``), one optimizer step; return dL/d acts."""
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-        out.backward(out_grad)
-        # Finite inputs can still overflow in backward; one such step would make the trunk NaN for everyone.
-        if not all(p.grad is None or bool(torch.isfinite(p.grad).all())
-                   for p in unique_parameters(self.trunk, self.tail)):
-            raise RequestError("this step's gradients overflow to infinity or NaN; the server did not apply them")
-        if self.optimizer is not None:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        self.steps_done += 1
-        grads = acts.grad if acts.grad is not None else torch.zeros_like(acts)
-        return grads.detach()  # (B, T, H)
-
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The server's trainable weights (trunk, and the tail in the naive layout)."""
+        """The server's trainable weights (trunk, and the tail in the naive layout; the first replica's)."""
         state = {f"trunk.{k}": v for k, v in self.trunk.state_dict().items()}
         if self.tail is not None:
             state.update({f"tail.{k}": v for k, v in self.tail.state_dict().items()})

@@ -17,6 +17,7 @@ Introduced in notebook 01; notebook 04 taps it as an eavesdropping peer.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class FrameHandler(Protocol):
 
     def outbox(self, client_id: str) -> deque[bytes]:
         """Replies waiting for ``client_id``, oldest first."""
+
+    def next_deadline(self) -> float | None:
+        """When, on the server's clock, something waiting will be forced on (``None``: nothing waits)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class InProcessTransport:
         self.ledger: deque[FrameRecord] = deque(maxlen=max_records)
         self._taps: list[Callable[[FrameRecord], None]] = []
         self._totals: dict[tuple[str, str], int] = {}  # (direction, client id) -> bytes
+        self._inbox: dict[str, deque[bytes]] = {}  # immediate replies (handshakes, errors) not yet collected
 
     def add_tap(self, tap: Callable[[FrameRecord], None]) -> None:
         """Call ``tap`` with every frame in either direction: an eavesdropper's view of the wire."""
@@ -113,15 +118,48 @@ class InProcessTransport:
         self.ledger.append(record)
 
     def request(self, frame: bytes) -> bytes:
-        """Deliver ``frame`` to the server and return its reply frame for the sender."""
+        """Deliver ``frame`` and return the server's reply to the sender, waiting if the scheduler holds it.
+
+        A request waits only while the server's scheduler holds it for another client's step; the
+        scheduler's deadline bounds the wait (a straggler is dropped, then this request runs).
+        """
+        client_id = self.post(frame)
+        while True:
+            replies = self.collect(client_id, limit=1)
+            if replies:
+                return replies[0]
+            deadline = self.server.next_deadline()
+            if deadline is None:
+                raise RuntimeError("the server holds this request but nothing will release it; drive clients that "
+                                   "interleave with flglm_kit.scheduling.run_round instead of request()")
+            time.sleep(min(max(deadline - time.monotonic(), 0.0), 0.05) + 1e-4)
+            self.server.run_pending()
+
+    def post(self, frame: bytes, *, run: bool = True) -> str:
+        """Deliver ``frame`` without waiting for the reply; returns the client id the reply will go to.
+
+        With ``run`` the server then runs what its scheduler allows; ``run=False`` only queues, so
+        that frames posted together (clients computing in parallel) meet in the queue. Replies
+        wait for :meth:`collect`.
+        """
         up = _record("client->server", frame)
         self._observe(up)
         reply = self.server.submit(frame)
-        if reply is None:
+        if reply is not None:  # answered at once (handshake, error): it waits beside the server's outbox
+            self._inbox.setdefault(up.client_id, deque()).append(reply)
+        elif run:
             self.server.run_pending()
-            reply = self.server.outbox(up.client_id).popleft()
-        self._observe(_record("server->client", reply))
-        return reply
+        return up.client_id
+
+    def collect(self, client_id: str, *, limit: int | None = None) -> list[bytes]:
+        """The replies waiting for ``client_id`` (at most ``limit``), oldest first, recorded on the wire."""
+        out: list[bytes] = []
+        for box in (self._inbox.get(client_id), self.server.outbox(client_id)):
+            while box and (limit is None or len(out) < limit):
+                reply = box.popleft()
+                self._observe(_record("server->client", reply))
+                out.append(reply)
+        return out
 
     def bytes_sent(self, client_id: str | None = None) -> dict[str, int]:
         """Total bytes per direction of every frame so far (not only those in the ledger), for one client or all.

@@ -63,8 +63,9 @@ def make_parties(model: torch.nn.Module, *, client_ids: Sequence[str] = ("hospit
     """Split ``model``, build a server and connected clients (each with its own copy of the client blocks)."""
     split = split_model(model, head_layers=head_layers, tail_layers=tail_layers, tail_on_server=tail_on_server)
     server_id = Identity.generate()
-    server = SplitServer(split.trunk, identity=server_id, optimizer=optimizer,
-                         tail=split.tail if tail_on_server else None, **(server_options or {}))
+    server_options = {"optimizer": optimizer, **(server_options or {})}
+    server = SplitServer(split.trunk, identity=server_id, tail=split.tail if tail_on_server else None,
+                         **server_options)
     transport = InProcessTransport(server, **(transport_options or {}))
     parties = Parties(split, server, transport, [], server_id)
     server.add_tap(parties.seen.append)

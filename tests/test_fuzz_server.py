@@ -185,6 +185,12 @@ def attack(world: World, plan: list[tuple]) -> None:
                 send_hostile(world, category, hostile)
         except Exception as err:
             raise AssertionError(f"{category} {params!r}"[:2000]) from err
+    runner = world.server.scheduler.runner
+    if runner.open is not None and "mallory" in runner.open.members:
+        # Under the Sequential scheduler mallory's open step would hold the honest client's next
+        # step until its deadline; she reconnects, and her first frame under the new keys makes
+        # the server forget that step.
+        make_valid_forward(world, "reconnect", 1, 2, 0, 0)
     assert world.server.steps_done == steps, "a hostile burst completed a training step"
     after = world.server.state_dict()
     changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
@@ -579,6 +585,10 @@ def make_valid_forward(world: World, mode: str, batch: int, seq_len: int, step: 
     errors = world.server.rejections
     if mode == "reconnect":
         reconnect_mallory(world)
+        mode = "eval"
+    if mode == "train" and world.server.scheduler.runner.busy():
+        # The honest client's step is open: a second training forward would wait for it (never
+        # fail) under the Sequential scheduler, which this one-thread attacker cannot do.
         mode = "eval"
     frame = world.mallory.seal(Message("activations", "mallory", step, tensors=request_tensors(batch, seq_len, seed),
                                 meta={"mode": mode}))

@@ -198,7 +198,7 @@ def test_a_long_run_holds_memory_flat():
         for client in clients:
             client.train_step(ids)
     assert len(transport.ledger) == 100
-    assert len(server._pending) == 0 and len(server._queue) == 0
+    assert len(server._expect) == 0 and len(server._queue) == 0 and not server.scheduler.runner.busy()
     assert all(len(box) == 0 for box in server._outbox.values())
     assert server.steps_done == 320
 
