@@ -25,6 +25,7 @@ Introduced in notebook 05.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -33,6 +34,8 @@ import torch
 
 from flglm_kit.compute import OpenStep, TrunkCompute
 from flglm_kit.losses import supervised_tokens
+from flglm_kit.optim import OptimizerFactory
+from flglm_kit.split import OutputBlock, Trunk
 from flglm_kit.wire import Message
 
 if TYPE_CHECKING:  # the server imports this module, not the other way round
@@ -73,6 +76,12 @@ class Scheduler:
         self.computes: list[TrunkCompute] = []
         self.dropped: list[tuple[str, int, str]] = []  # (client id, step, why), newest last
         self.runners: list[_StepRunner] = []  # one per trunk replica, made in bind()
+
+    def make_computes(self, trunk: Trunk, *, tail: OutputBlock | None, optimizer: OptimizerFactory,
+                      device: torch.device | None) -> list[TrunkCompute]:
+        """The trunk replicas this scheduler runs on: the trunk itself, then copies with their own optimizers."""
+        replicas = [(trunk, tail)] + [copy.deepcopy((trunk, tail)) for _ in range(self.replicas - 1)]
+        return [TrunkCompute(t, tail=o, optimizer=optimizer, device=device) for t, o in replicas]
 
     def bind(self, server: SplitServer, computes: list[TrunkCompute]) -> None:
         """Attach to a server and its computes (the server calls this once)."""

@@ -26,7 +26,6 @@ Introduced in notebook 01.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import secrets
@@ -37,7 +36,6 @@ import torch
 
 from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, open_plain, peek_header,
                               plain_frame, server_accept)
-from flglm_kit.compute import TrunkCompute
 from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
 from flglm_kit.optim import OptimizerFactory, default_optimizer
 from flglm_kit.scheduling import Scheduler, Sequential
@@ -95,9 +93,7 @@ class SplitServer:
                  scheduler: Scheduler | None = None) -> None:
         self.identity, self.limits = identity, limits
         self.scheduler = scheduler or Sequential()
-        # Sub-server replicas beyond the first are copies of the trunk, each with its own optimizer.
-        replicas = [(trunk, tail)] + [copy.deepcopy((trunk, tail)) for _ in range(self.scheduler.replicas - 1)]
-        self.computes = [TrunkCompute(t, tail=o, optimizer=optimizer, device=device) for t, o in replicas]
+        self.computes = self.scheduler.make_computes(trunk, tail=tail, optimizer=optimizer, device=device)
         first = self.computes[0]
         self.trunk, self.tail, self.optimizer = first.trunk, first.tail, first.optimizer
         self.device, self.dtype = first.device, first.dtype

@@ -21,7 +21,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "models": (),
     "split": ("losses", "families"),
     "client": ("wire", "crypto", "split", "losses", "noise", "optim"),
-    "server": ("wire", "crypto", "split", "losses", "optim"),
+    "server": ("wire", "crypto", "split", "losses", "optim", "scheduling"),
+    "scheduling": ("wire", "split", "losses", "optim", "compute", "subserver"),
+    "compute": ("wire", "split", "losses", "optim"),
+    "rounds": ("client",),
     "transport": ("wire", "crypto"),
 }
 #: rooms that may not import the parties at all
@@ -65,5 +68,5 @@ def test_each_module_imports_only_what_its_room_allows(path):
 
 def test_the_table_covers_the_core_modules():
     top = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    for core in ("wire", "losses", "crypto", "split", "client", "server", "transport"):
+    for core in ("wire", "losses", "crypto", "split", "client", "server", "transport", "scheduling", "compute"):
         assert core in top and core in ALLOWED
