@@ -4,7 +4,6 @@ messages and frames only, and no more than the prior where the observer sees not
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -18,9 +17,12 @@ from flglm_kit.client import SplitClient
 from flglm_kit.crypto import Identity, InsecureChannelWarning
 from flglm_kit.losses import next_token_loss
 from flglm_kit.models import tiny_model
+from flglm_kit.optim import default_optimizer
 from flglm_kit.server import SplitServer
 from flglm_kit.split import Spans, split_model
 from flglm_kit.transport import InProcessTransport
+
+from conftest import make_parties
 
 SEQ_LEN = 20
 SLOTS = ((100, 300), (300, 400), (400, 500))  # private fillers: names, numbers, cities
@@ -98,29 +100,9 @@ def private():
 
 def parties(model, *, plaintext=False, client_ids=("victim",), **layout):
     """A server and clients over the real wire; ``seen`` collects what the server decrypts."""
-    split = split_model(model, **layout)
-    tail_on_server = layout.get("tail_on_server", False)
-    server_id = Identity.generate()
-    server = SplitServer(split.trunk, identity=server_id, tail=split.tail if tail_on_server else None)
-    transport = InProcessTransport(server, keep_frames=True)  # the ledger keeps the bytes an eavesdropper reads
-    seen = []
-    server.add_tap(seen.append)
-    clients = []
-    for cid in client_ids:
-        head, tail = copy.deepcopy((split.head, None if tail_on_server else split.tail))
-        if plaintext:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", InsecureChannelWarning)
-                server.enroll_plaintext(cid)
-                client = SplitClient(head, tail, client_id=cid, transport=transport, insecure_plaintext=True)
-                client.connect()
-        else:
-            client = SplitClient(head, tail, client_id=cid, transport=transport,
-                                 server_fingerprint=server_id.fingerprint)
-            server.enroll(cid, client.identity.public_bytes)
-            client.connect()
-        clients.append(client)
-    return split, transport, clients, seen
+    p = make_parties(model, client_ids=client_ids, plaintext=plaintext, optimizer=default_optimizer,
+                     transport_options={"keep_frames": True}, **layout)  # the ledger keeps the bytes an eavesdropper reads
+    return p.split, p.transport, p.clients, p.seen
 
 
 # -- naive layouts (notebook 02) -----------------------------------------------------------------

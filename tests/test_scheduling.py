@@ -16,7 +16,7 @@ from flglm_kit.rounds import run_round
 from flglm_kit.scheduling import ClientBatching, Sequential, ServerHierarchical
 from flglm_kit.split import Spans, split_model
 
-from conftest import adamw, make_parties
+from conftest import make_parties
 
 TOL = 1e-5
 STEPS = 10

@@ -31,7 +31,7 @@ class Observed(NamedTuple):
 
 def _spans(msg: Message) -> Spans:
     acts = msg.tensors["activations"]
-    return Spans(msg.tensors["starts"].long(), msg.tensors["lengths"].long(), acts.shape[1])
+    return Spans.from_tensors(msg.tensors, acts.shape[1])
 
 
 def activations_of(messages: Iterable[Message], *, client_id: str | None = None) -> list[Observed]:

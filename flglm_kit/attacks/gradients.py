@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flglm_kit.attacks._common import TokenBatch, as_id_batches, weight_of
