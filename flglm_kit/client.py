@@ -348,9 +348,9 @@ class TrainStep:
         self.error: ServerError | None = None
         client._set_mode(True)
         client.optimizer.zero_grad(set_to_none=True)
-        self._acts = client.head(input_ids, spans)  # (B, T, H)                     phase 1
+        self._acts: torch.Tensor | None = client.head(input_ids, spans)  # (B, T, H)   phase 1
         naive = client.tail is None
-        msg = client._activations_message(self._acts, spans, mode="train", labels=labels if naive else None)
+        msg = client._activations_message(self._acts, spans, mode="train", labels=labels if naive else None)  # type: ignore[arg-type]
         self._expect = "activation_grads" if naive else "trunk_output"
         self._outgoing: bytes | None = client._seal(msg)
 
@@ -375,7 +375,7 @@ class TrainStep:
         try:
             answer = client._open_reply(reply, self._expect, self.step)
         except ServerError as err:
-            self.done, self.error = True, err
+            self.done, self.error, self._acts = True, err, None  # drop the graph: nothing will flow back
             client.optimizer.zero_grad(set_to_none=True)
             raise
         if answer.kind == "trunk_output":  # phase 3: the output block, on the client
@@ -392,7 +392,8 @@ class TrainStep:
             return
         if self.loss is None:  # naive layout: the server computed the loss
             self.loss = float(answer.meta["loss"])
+        assert self._acts is not None
         self._acts.backward(answer.tensors["activation_grads"].to(client.device))  # phase 5
         client.optimizer.step()
         client.optimizer.zero_grad(set_to_none=True)
-        self.done = True
+        self.done, self._acts = True, None

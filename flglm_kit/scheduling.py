@@ -120,8 +120,9 @@ class Scheduler:
                 self.desk.fail(msg, err)
             return False
 
-    def _start(self, compute: TrunkCompute, msgs: list[Message]) -> OpenStep | None:
-        """A training forward over ``msgs``; replies sent; the open step, if the layout needs a backward."""
+    def _start(self, compute: TrunkCompute, msgs: list[Message]) -> tuple[OpenStep | None, bool]:
+        """A training forward over ``msgs``; replies sent. Returns the open step (if the layout needs a
+        backward) and whether the forward succeeded."""
         opened: list[OpenStep | None] = [None]
 
         def work() -> None:
@@ -130,18 +131,17 @@ class Scheduler:
                 self.desk.reply(reply, awaits_grads=step is not None)
             opened[0] = step
 
-        self._guarded(msgs, work)
-        return opened[0]
+        ok = self._guarded(msgs, work)
+        return opened[0], ok
 
-    def _finish(self, compute: TrunkCompute, step: OpenStep, grads: dict[str, Message]) -> int:
-        """Backward with the output gradients that came, one optimizer step; replies sent."""
+    def _finish(self, compute: TrunkCompute, step: OpenStep, grads: dict[str, Message]) -> bool:
+        """Backward with the output gradients that came, one optimizer step; replies sent. False if it failed."""
         if not grads:
             compute.discard(step)
-            return 0
+            return False
         given = {cid: (m.tensors["output_grads"], int(m.meta["tokens"])) for cid, m in grads.items()}
-        self._guarded(list(grads.values()),
-                      lambda: [self.desk.reply(r) for r in compute.backward(step, given)])
-        return len(grads)
+        return self._guarded(list(grads.values()),
+                             lambda: [self.desk.reply(r) for r in compute.backward(step, given)])
 
     def _drop(self, client_id: str, step: int, why: str, *, notify: bool = True) -> None:
         self.dropped.append((client_id, step, why))
@@ -207,10 +207,10 @@ class _StepRunner:
         chosen = list(firsts.values())[: self.max_clients]
         taken = set(map(id, chosen))
         desk.take(lambda m: id(m) in taken)
-        self.open = self.owner._start(self.compute, chosen)
+        self.open, ok = self.owner._start(self.compute, chosen)
         if self.open is not None:
             self.open.started = self.owner.clock()
-        else:  # naive layout (the step finished in the forward) or a failure
+        elif ok:  # naive layout: the step finished in the forward
             self._account(chosen)
         self.grads = {}
         return True
@@ -229,8 +229,8 @@ class _StepRunner:
                             "this client's share of the step")
         self.open = None
         if self.grads:
-            self.owner._finish(self.compute, step, self.grads)
-            self._account(list(self.grads.values()))
+            if self.owner._finish(self.compute, step, self.grads):
+                self._account(list(self.grads.values()))
         else:
             self.compute.discard(step)
         self.grads = {}
