@@ -14,7 +14,8 @@ import itertools
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from flglm_kit.data import (Example, classification_choices, collate, decode_answer, encode_example, encode_prompt,
                             special_ids)
+from flglm_kit.losses import next_token_loss
 from flglm_kit.metrics import accuracy, rouge
 
 __all__ = ["train_centralized", "answer_logprobs", "evaluate_choices", "generate_answers",
@@ -36,6 +38,9 @@ def train_centralized(model: nn.Module, batches: Iterable[Mapping[str, torch.Ten
                       weight_decay: float = 0.0, device: torch.device | None = None,
                       progress: bool = True, desc: str = "fine-tuning") -> list[float]:
     """Train ``model`` (all weights) with AdamW on ``batches``; returns the loss of each step.
+
+    The loss is :func:`flglm_kit.losses.next_token_loss` (the model's own ``labels=`` loss, computed
+    in one place for the whole kit).
 
     Args:
         model: a causal LM taking ``input_ids``, ``attention_mask`` and ``labels``.
@@ -49,11 +54,13 @@ def train_centralized(model: nn.Module, batches: Iterable[Mapping[str, torch.Ten
     model.train()
     losses = []
     for batch in tqdm(list(batches), desc=desc, disable=not progress, leave=False):
-        out = model(**{k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")})
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits  # (B, T, V)
+        loss = next_token_loss(logits, batch["labels"].to(device))
         optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         optimizer.step()
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses
 
@@ -69,11 +76,8 @@ def answer_logprobs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, exampl
         chunk = [encode_example(ex, tokenizer, max_len=max_len) for ex in examples[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_id=pad).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position t predicts token t + 1
-        targets = batch["labels"][:, 1:]  # (B, T-1)
-        mask = targets != -100
-        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-        scores.append((picked * mask).sum(dim=1).cpu())
+        nll = next_token_loss(logits, batch["labels"], reduction="none")  # (B, T): 0 off the answer
+        scores.append(-nll.sum(dim=1).cpu())
     return torch.cat(scores) if scores else torch.empty(0)
 
 
@@ -192,19 +196,49 @@ def finetune_sanity(task: str, *, steps: int, eval_size: int, batch_size: int = 
             ``"summarization"`` (ROUGE-L F1 vs the lead-1 sentence).
         steps: training steps (batches; the training set is cycled in a seeded order).
         eval_size: how many validation examples to score (the first ``eval_size``).
+        batch_size, lr: of the training batches and AdamW.
+        seed: seeds the batch order and, inside the call only, torch's generators (dropout);
+            the caller's global random state is the same afterwards.
         model, tokenizer: default: :func:`flglm_kit.pretrained.load_pretrained`.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`SanityResult`: the score next to its baseline.
+
+    Raises:
+        ValueError: for an unknown task.
+
+    A run takes tens of seconds, so there is no doctest here; ``tests/test_finetune.py`` runs it.
     """
-    from flglm_kit.data import load_summarization, load_superglue, make_loader
     from flglm_kit.pretrained import load_pretrained
 
     if task not in _SANITY_TASKS:
         raise ValueError(f"task must be one of {sorted(_SANITY_TASKS)}, got {task!r}")
-    max_len, new_tokens = _SANITY_TASKS[task]
     if model is None or tokenizer is None:
         tokenizer, model = load_pretrained()
-    torch.manual_seed(seed)
-    load = (lambda split: load_summarization(split)) if task == "summarization" else (
-        lambda split: load_superglue(task, split))
+    with _seeded(seed):  # the run's own random state; the caller's is left as it was
+        return _sanity_run(task, model, tokenizer, steps=steps, eval_size=eval_size,
+                           batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's generators (CPU and every CUDA device) inside, restore them on the way out."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _sanity_run(task: str, model: Any, tokenizer: Any, *, steps: int, eval_size: int, batch_size: int,
+                lr: float, seed: int, progress: bool) -> SanityResult:
+    """The body of :func:`finetune_sanity`, under its seeded generators."""
+    from flglm_kit.data import load_summarization, load_superglue, make_loader
+
+    max_len, new_tokens = _SANITY_TASKS[task]
+    def load(split: str) -> list[Example]:
+        return load_summarization(split) if task == "summarization" else load_superglue(task, split)
+
     train, evaluation = load("train"), load("validation")[:eval_size]
     loader = make_loader(train, tokenizer, batch_size=batch_size, max_len=max_len, shuffle=True, seed=seed)
     batches = list(itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), steps))

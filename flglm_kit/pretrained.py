@@ -24,6 +24,8 @@ Introduced in notebook 01 (used from notebook 02 on).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,16 +33,22 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
+from flglm_kit.data.records import read_text
 from flglm_kit.device import get_device
+from flglm_kit.losses import next_token_loss, supervised_tokens
 
 __all__ = [
     "ASSETS_DIR",
+    "CHECKSUMMED_FILES",
     "REBUILD_COMMAND",
+    "RESTORE_COMMAND",
+    "file_checksums",
     "load_pretrained",
     "pack_documents",
     "heldout_perplexity",
@@ -51,6 +59,11 @@ __all__ = [
 ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "tiny-glm"
 #: How to rebuild them from the repository root.
 REBUILD_COMMAND = "python scripts/train_tokenizer.py && python scripts/pretrain_tiny_glm.py"
+#: How to restore the committed ones from the repository root.
+RESTORE_COMMAND = "git checkout flglm_kit/assets"
+#: The files whose SHA-256 the model card records (``card.json``, key ``"sha256"``).
+CHECKSUMMED_FILES = ("config.json", "generation_config.json", "model.safetensors",
+                     "tokenizer.json", "tokenizer_config.json")
 _REQUIRED = ("tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors")
 
 
@@ -62,35 +75,102 @@ def _check_files(folder: Path, *, shipped: bool) -> None:
             raise FileNotFoundError(f"{folder / name} is missing{hint}")
 
 
-def _looks_like_path(path: str) -> bool:
-    """A string no hub id could be: "/abs", "./rel", "~/x", "a/b/c", "C:\\x"."""
-    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
+def file_checksums(folder: str | Path) -> dict[str, str]:
+    """SHA-256 of each of :data:`CHECKSUMMED_FILES` present in ``folder``: what the card records.
+
+    Args:
+        folder: a model folder in ``save_pretrained`` layout.
+
+    Returns:
+        ``{file name: hex digest}``, for the files that exist.
+
+    Example:
+        >>> sums = file_checksums(ASSETS_DIR)
+        >>> sorted(sums) == sorted(CHECKSUMMED_FILES), len(sums["model.safetensors"])
+        (True, 64)
+    """
+    folder = Path(folder)
+    return {name: _sha256(folder / name) for name in CHECKSUMMED_FILES if (folder / name).is_file()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_checksums(folder: Path, *, shipped: bool) -> None:
+    """Compare ``folder``'s files with the SHA-256s in its ``card.json`` (if it records any).
+
+    The shipped folder must have them; another folder is checked only when its card has them.
+    """
+    card_path = folder / "card.json"
+    how = (f"restore the shipped files with `{RESTORE_COMMAND}` or rebuild them with "
+           f"`{REBUILD_COMMAND}`" if shipped else "re-save or re-download the folder")
+    if not card_path.is_file():
+        if shipped:
+            raise FileNotFoundError(f"{card_path} is missing, so the shipped weights cannot be "
+                                    f"checked; {how}")
+        return
+    expected = json.loads(card_path.read_text(encoding="utf-8")).get("sha256", {})
+    if shipped and not expected:
+        raise ValueError(f"{card_path} records no 'sha256' checksums; {how}")
+    for name, want in sorted(expected.items()):
+        got = _sha256(folder / name) if (folder / name).is_file() else "(file missing)"
+        if got != want:
+            raise ValueError(f"{folder / name} does not match the model card: SHA-256 expected "
+                             f"{want}, got {got}; the file is corrupt or was changed; {how}")
+
+
+def _check_finite(model: torch.nn.Module, source: str) -> None:
+    """Raise a ValueError naming the first parameter that holds a NaN or an infinity."""
+    for name, param in model.named_parameters():
+        bad = int((~torch.isfinite(param.detach())).sum())
+        if bad:
+            raise ValueError(f"{source}: parameter {name!r} has {bad} non-finite value(s) "
+                             f"(NaN or inf) of {param.numel()}; the weights file is corrupt or the "
+                             "model diverged when it was trained; load an intact copy")
 
 
 def load_pretrained(
     path: str | Path | None = None,
     *,
+    hub_id: str | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
-    """Load a tokenizer and causal LM: the kit's shipped tiny GLM, or one you name.
+    """Load a tokenizer and causal LM: the kit's shipped tiny GLM, a local folder, or a hub model.
+
+    Nothing goes online unless ``hub_id`` is given: a string ``path`` is always a local folder,
+    so a mistyped folder name fails at once, naming the path, instead of being sent to the hub.
 
     Args:
-        path: ``None`` (default) loads ``flglm_kit/assets/tiny-glm`` strictly offline. A local
-            folder in ``save_pretrained`` layout is loaded from disk; any other string is taken
-            as a Hugging Face hub id and may download (only then does the kit go online).
+        path: ``None`` (default) loads ``flglm_kit/assets/tiny-glm`` strictly offline, after
+            checking every file's SHA-256 against ``card.json``. Otherwise a local folder in
+            ``save_pretrained`` layout with ``model.safetensors`` (its ``card.json``, if it
+            has checksums, is checked too).
+        hub_id: a Hugging Face hub id such as ``"THUDM/glm-4-9b"``, the one way to download.
+            Only safetensors weights are accepted (no pickled ``.bin``) and no remote code runs.
         device: where to put the model; ``None`` picks :func:`flglm_kit.get_device`.
         dtype: parameter dtype of the model (float32 by default).
 
     Returns:
         ``(tokenizer, model)``: a fast tokenizer and the model in eval mode. For the shipped
-        assets the model is a ``GlmForCausalLM``; for a path or hub id, whatever causal-LM
+        assets the model is a ``GlmForCausalLM``; for a folder or hub id, whatever causal-LM
         class its config names.
 
     Raises:
-        FileNotFoundError: a local folder does not exist, or a required file of it or of the
-            shipped assets is missing (the message names it and, for the shipped assets, the
-            rebuild command).
+        FileNotFoundError: ``path`` does not exist (the message names the resolved path and how
+            to load from the hub), or a required file of it or of the shipped assets is missing
+            (for the shipped assets, with the rebuild command).
+        ValueError: both ``path`` and ``hub_id`` given; a file does not match the card's
+            SHA-256 (file, expected and actual digests, how to restore it); or a loaded
+            parameter holds NaN or inf (the first such tensor is named).
+        TypeError: the hub model's tokenizer is not a fast tokenizer.
+
+    Introduced in notebook 01.
 
     Example:
         >>> tokenizer, model = load_pretrained(device="cpu")
@@ -99,23 +179,49 @@ def load_pretrained(
         >>> type(model).__name__, model.config.num_hidden_layers
         ('GlmForCausalLM', 6)
     """
-    shipped = path is None
-    if path is None:
-        source = str(ASSETS_DIR)
-        _check_files(ASSETS_DIR, shipped=True)
-    elif isinstance(path, Path) or Path(path).expanduser().exists() or _looks_like_path(path):
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is not a folder (nor a hub id)")
-        _check_files(folder, shipped=False)
-        source = str(folder)
+    if path is not None and hub_id is not None:
+        raise ValueError("pass either path (a local folder) or hub_id (a hub model), not both")
+    if hub_id is not None:
+        tokenizer, model = _from_hub(hub_id, dtype)
+        source = f"hub model {hub_id!r}"
     else:
-        source = path  # a hub id: the one case that may download
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(source, local_files_only=shipped)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=shipped)
+        folder = ASSETS_DIR if path is None else _local_folder(path)
+        _check_files(folder, shipped=path is None)
+        _verify_checksums(folder, shipped=path is None)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, local_files_only=True, use_safetensors=True)
+        source = str(folder)
+    _check_finite(model, source)
     target = torch.device(device) if device is not None else get_device()
     torch.nn.Module.to(model, target)  # PreTrainedModel.to's decorated signature confuses mypy
     return tokenizer, model.eval()
+
+
+def _local_folder(path: str | Path) -> Path:
+    """``path`` as an existing folder, or a FileNotFoundError that says how to use the hub."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        text = str(path)
+        hub_like = text.count("/") == 1 and not text.startswith((".", "~", "/"))
+        example = text if hub_like else "org/name"
+        raise FileNotFoundError(
+            f"no such folder: {folder.resolve()}; load_pretrained reads a path as a local folder "
+            f"only (check the name); a hub model is loaded with load_pretrained(hub_id={example!r})")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder.resolve()} is not a folder: pass the folder that "
+                                "holds config.json and model.safetensors")
+    return folder
+
+
+def _from_hub(hub_id: str, dtype: torch.dtype) -> tuple[PreTrainedTokenizerFast, PreTrainedModel]:
+    """Tokenizer and model of a hub id (may download): safetensors only, no remote code."""
+    tokenizer = AutoTokenizer.from_pretrained(hub_id)
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise TypeError(f"hub model {hub_id!r} has a {type(tokenizer).__name__}; the kit needs "
+                        "a fast (tokenizers) tokenizer")
+    model = AutoModelForCausalLM.from_pretrained(hub_id, dtype=dtype, use_safetensors=True)
+    return tokenizer, model
 
 
 def pack_documents(
@@ -133,6 +239,10 @@ def pack_documents(
     Returns:
         A 1-D ``torch.long`` tensor of token ids.
 
+    Raises:
+        ValueError: if the tokenizer lacks a bos or eos token.
+        flglm_kit.data.DataError: if the file is missing or not UTF-8 (line and byte named).
+
     Example:
         >>> import tempfile; tokenizer, _ = load_pretrained(device="cpu")
         >>> with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
@@ -144,14 +254,19 @@ def pack_documents(
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if bos is None or eos is None:
         raise ValueError("the tokenizer needs a bos_token and an eos_token")
-    lines = Path(text_path).read_text(encoding="utf-8").splitlines()
+    lines = read_text(Path(text_path)).splitlines()
     docs = [line for line in lines if line.strip()]
     ids: list[int] = []
-    for doc_ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
-        ids.extend([bos, *doc_ids, eos])
-        if max_tokens is not None and len(ids) >= max_tokens:
-            break
-    return torch.tensor(ids[:max_tokens], dtype=torch.long)
+    # Documents a chunk at a time, so that max_tokens also bounds the tokenizing.
+    for start in range(0, len(docs), _DOCS_PER_CALL):
+        for doc_ids in tokenizer(docs[start:start + _DOCS_PER_CALL], add_special_tokens=False)["input_ids"]:
+            ids.extend([bos, *doc_ids, eos])
+            if max_tokens is not None and len(ids) >= max_tokens:
+                return torch.tensor(ids[:max_tokens], dtype=torch.long)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+_DOCS_PER_CALL = 256  # documents per batched tokenizer call in pack_documents
 
 
 def _windows(stream: torch.Tensor, seq_len: int) -> Iterator[torch.Tensor]:
@@ -208,13 +323,8 @@ def heldout_perplexity(
     for batch in batches:
         batch = batch.to(device)  # (B, T)
         logits = model(input_ids=batch).logits.float()  # (B, T, V)
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)),  # (B * (T-1), V)
-            batch[:, 1:].reshape(-1),  # (B * (T-1),)
-            reduction="sum",
-        )
-        total_nll += float(nll)
-        count += batch[:, 1:].numel()
+        total_nll += float(next_token_loss(logits, batch, reduction="sum"))  # the window's own labels
+        count += supervised_tokens(batch)  # B * (T-1): every token but each window's first
     model.train(was_training)
     return math.exp(total_nll / count)
 

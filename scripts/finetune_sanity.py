@@ -14,7 +14,6 @@ import json
 import platform
 import re
 import sys
-from pathlib import Path
 
 import torch
 
@@ -48,7 +47,8 @@ def main() -> None:
                "answer log-likelihood (accuracy) against always answering the majority class; the\n"
                "summarization task by ROUGE-L F1 of greedy summaries against the article's first sentence\n"
                "(lead-1). The first validation examples are scored. `tests/test_finetune.py` repeats the\n"
-               "quick runs and asserts a band around them. Seconds: training plus scoring, on a 2-core CPU.\n\n" + "\n".join(rows) + "\n")
+               "quick runs and asserts a band around them. Seconds: training plus scoring, on a 2-core CPU.\n\n"
+               + "\n".join(rows) + "\n")
     readme = ASSETS_DIR / "README.md"
     text = readme.read_text()
     text = re.sub(r"## Fine-tuning sanity\n.*?(?=\n## )", section, text, flags=re.S)

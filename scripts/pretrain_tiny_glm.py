@@ -3,8 +3,9 @@
     python scripts/train_tokenizer.py          # once: the tokenizer this script loads
     python scripts/pretrain_tiny_glm.py        # trains, evaluates, writes the model card
 
-Writes ``model.safetensors``, ``config.json``, ``generation_config.json``, ``card.json`` and
-the model card ``README.md`` into ``flglm_kit/assets/tiny-glm/`` (next to the tokenizer).
+Writes ``model.safetensors``, ``config.json``, ``generation_config.json``, ``card.json`` (with
+the SHA-256 of every file, which :func:`flglm_kit.pretrained.load_pretrained` checks) and the
+model card ``README.md`` into ``flglm_kit/assets/tiny-glm/`` (next to the tokenizer).
 
 Data: ``datasets/public_corpus/train.txt`` packed by
 :func:`flglm_kit.pretrained.pack_documents` (``<bos> doc <eos>`` per line, concatenated);
@@ -44,7 +45,9 @@ import transformers  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 from transformers import GlmConfig, GlmForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 
+from flglm_kit.losses import next_token_loss  # noqa: E402
 from flglm_kit.pretrained import (  # noqa: E402
+    file_checksums,
     heldout_perplexity,
     pack_documents,
     unigram_perplexity,
@@ -136,7 +139,7 @@ def train(
     while step < plan["total"]:
         starts = torch.randint(0, stream.numel() - args.seq_len, (args.batch_size,), generator=gen)
         batch = stream[starts[:, None] + offsets]  # (B, T)
-        loss = model(input_ids=batch, labels=batch).loss
+        loss = next_token_loss(model(input_ids=batch).logits, batch)  # the kit's one loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -340,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "unigram_perplexity": round(unigram, 4),
         "model_bytes": weights.stat().st_size,
         "model_sha256": sha256(weights),
+        "sha256": file_checksums(args.out),  # load_pretrained checks these before loading
         "total_seconds": round(time.time() - began, 1),
     }
     write_card(args.out, card)

@@ -177,6 +177,26 @@ def test_malformed_line_names_file_line_and_field(tmp_path, line, message):
     assert str(err.value).startswith(f"{file} {message}")
 
 
+def test_invalid_utf8_names_file_line_byte_and_fix(tmp_path):
+    # Prepare: line 2 holds a Latin-1 'é' (one byte 0xe9), as a spreadsheet export would.
+    good = json.dumps({"premise": "A.", "hypothesis": "B.", "label": "entailment"})
+    file = tmp_path / "train.jsonl"
+    file.write_bytes(good.encode() + b'\n{"premise": "caf\xe9", "hypothesis": "B.", "label": 1}\n')
+    # Execute / Assert: a DataError, not a bare UnicodeDecodeError from deep inside the reader.
+    with pytest.raises(DataError) as err:
+        load_superglue("rte", path=file)
+    offset = len(good) + 1 + len('{"premise": "caf')
+    assert str(err.value).startswith(
+        f"{file} line 2: not valid UTF-8 at byte offset 16 of the line ({offset} of the file): "
+        "byte(s) e9")
+    assert "re-save the file as UTF-8" in str(err.value) and "iconv" in str(err.value)
+    corpus = tmp_path / "validation.txt"
+    corpus.write_bytes(b"One doc.\n\nTwo \xff docs.\n")
+    with pytest.raises(DataError, match=r"validation.txt line 3: not valid UTF-8 at byte offset 4 "
+                                        r"of the line \(14 of the file\): byte\(s\) ff"):
+        load_corpus("validation", path=tmp_path)
+
+
 def test_bad_labels_of_other_tasks(tmp_path):
     boolq = write_jsonl(tmp_path / "b.jsonl", [{"question": "q", "passage": "p", "label": "yes"}])
     copa = write_jsonl(tmp_path / "c.jsonl", [{"premise": "p", "choice1": "a", "choice2": "b",
@@ -392,3 +412,14 @@ def test_toy_tokenizer_and_missing_shipped_data(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="no such file"):
         load_superglue("rte")
     shutil.rmtree(tmp_path)
+
+
+def test_ignore_index_has_one_definition():
+    import inspect
+    import sys
+
+    import flglm_kit.losses
+
+    collate_module = sys.modules["flglm_kit.data.collate"]
+    assert "IGNORE_INDEX =" not in inspect.getsource(collate_module)  # imported, not redefined
+    assert IGNORE_INDEX is flglm_kit.losses.IGNORE_INDEX == -100

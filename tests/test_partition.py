@@ -65,6 +65,24 @@ def test_small_alpha_is_more_skewed_than_large_alpha():
     assert label_skew(iid_partition(len(LABELS), 6, seed=0), LABELS) < 0.05
 
 
+@pytest.mark.parametrize("labels", [LABELS, list(range(50)) * 3, [0, 1] * 7],
+                         ids=["3 large classes", "50 classes of 3", "2 classes of 7"])
+def test_huge_alpha_gives_the_even_split(labels):
+    # alpha -> inf means every class is shared evenly, so the clients come out the IID sizes.
+    # Before, each class's rounding loss went to client 0: 50 classes of 3 gave [1, 49, 50, 50].
+    for seed in range(3):
+        sizes = [len(part) for part in dirichlet_partition(labels, 4, alpha=1e6, seed=seed)]
+        assert max(sizes) - min(sizes) <= 2, (seed, sizes)
+
+
+def test_small_alpha_gives_unequal_clients_and_seeds_repeat():
+    parts = dirichlet_partition(LABELS, 6, alpha=0.1, seed=0)
+    sizes = [len(part) for part in parts]
+    assert max(sizes) > 3 * min(sizes), sizes
+    assert parts == dirichlet_partition(LABELS, 6, alpha=0.1, seed=0)
+    assert dirichlet_partition(LABELS, 6, alpha=1e6, seed=0) == dirichlet_partition(LABELS, 6, alpha=1e6, seed=0)
+
+
 @pytest.mark.parametrize("min_size", [1, 20])
 def test_dirichlet_respects_min_size_even_with_tiny_alpha(min_size):
     # With 3 classes, 10 clients and alpha = 0.01 most clients draw nothing: the top-up fills them.

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -19,7 +21,12 @@ import pytest
 import torch
 
 import flglm_kit.pretrained as pretrained
-from flglm_kit.pretrained import ASSETS_DIR, heldout_perplexity, load_pretrained
+from flglm_kit.data import DataError
+from flglm_kit.models import tiny_model
+from flglm_kit.pretrained import (
+    ASSETS_DIR, CHECKSUMMED_FILES, file_checksums, heldout_perplexity, load_pretrained,
+    pack_documents,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD: dict[str, Any] = json.loads((ASSETS_DIR / "card.json").read_text())
@@ -111,6 +118,8 @@ def test_greedy_completion_looks_like_english(loaded: tuple[Any, Any, float]) ->
 def test_card_describes_the_shipped_weights() -> None:
     weights = ASSETS_DIR / "model.safetensors"
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == CARD["model_sha256"]
+    assert sorted(CARD["sha256"]) == sorted(CHECKSUMMED_FILES)  # every file the loader reads
+    assert CARD["sha256"] == file_checksums(ASSETS_DIR)
     readme = (ASSETS_DIR / "README.md").read_text()
     assert CARD["model_sha256"] in readme and "## Fine-tuning sanity" in readme
 
@@ -127,8 +136,167 @@ def test_missing_files_name_the_file_and_the_fix(
 ) -> None:
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         load_pretrained(tmp_path, device="cpu")
-    with pytest.raises(FileNotFoundError, match="not a folder"):
-        load_pretrained(str(tmp_path / "absent"), device="cpu")  # a path, not a hub id
+    with pytest.raises(FileNotFoundError, match="no such folder: .*absent"):
+        load_pretrained(str(tmp_path / "absent"), device="cpu")
     monkeypatch.setattr(pretrained, "ASSETS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="scripts/pretrain_tiny_glm.py"):
         load_pretrained(device="cpu")
+
+
+# --- corrupted weights --------------------------------------------------------------------------
+
+
+def copy_assets(dest: Path, *, card: bool = True) -> Path:
+    """The shipped asset folder copied to ``dest`` (optionally without card.json)."""
+    shutil.copytree(ASSETS_DIR, dest)
+    if not card:
+        (dest / "card.json").unlink()
+    return dest
+
+
+def flip_tensor_bytes(weights: Path, tensor: str) -> None:
+    """Overwrite the first 4 data bytes of ``tensor`` with 0xFF (a float32 NaN); header intact."""
+    data = bytearray(weights.read_bytes())
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_len])
+    start = 8 + header_len + header[tensor]["data_offsets"][0]
+    data[start : start + 4] = b"\xff\xff\xff\xff"
+    weights.write_bytes(bytes(data))
+
+
+def test_corrupted_weights_are_refused_naming_file_digests_and_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a copy of the assets whose weights have 4 tensor bytes flipped (the header is
+    # untouched, so the file still parses: only the checksum can tell).
+    folder = copy_assets(tmp_path / "tiny-glm")
+    tensor = "model.layers.2.mlp.down_proj.weight"
+    flip_tensor_bytes(folder / "model.safetensors", tensor)
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        assert torch.isnan(f.get_tensor(tensor)).any()
+    got = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    # Execute / Assert: loaded as the shipped model, the error names the file, both digests and
+    # how to restore it.
+    monkeypatch.setattr(pretrained, "ASSETS_DIR", folder)
+    with pytest.raises(ValueError) as err:
+        load_pretrained(device="cpu")
+    message = str(err.value)
+    assert "model.safetensors" in message and CARD["sha256"]["model.safetensors"] in message
+    assert got in message
+    assert "git checkout flglm_kit/assets" in message and pretrained.REBUILD_COMMAND in message
+    # The same folder named by path is checked against its own card.json too.
+    with pytest.raises(ValueError, match="does not match the model card"):
+        load_pretrained(folder, device="cpu")
+
+
+def test_shipped_assets_without_checksums_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pretrained, "ASSETS_DIR", copy_assets(tmp_path / "a", card=False))
+    with pytest.raises(FileNotFoundError, match="card.json is missing"):
+        load_pretrained(device="cpu")
+
+
+def test_non_finite_parameters_are_refused_naming_the_tensor(tmp_path: Path) -> None:
+    # Prepare: a folder without a card (nothing to check sums against) and one NaN weight.
+    folder = copy_assets(tmp_path / "no-card", card=False)
+    flip_tensor_bytes(folder / "model.safetensors", "model.layers.2.mlp.down_proj.weight")
+    # Execute / Assert
+    with pytest.raises(ValueError, match=r"'model\.layers\.2\.mlp\.down_proj\.weight' has 1 "
+                                         r"non-finite value"):
+        load_pretrained(folder, device="cpu")
+
+
+# --- local paths and hub ids --------------------------------------------------------------------
+
+
+class Calls:
+    """Stand-ins for the hub loaders that record their arguments and never go online."""
+
+    def __init__(self) -> None:
+        self.model: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.tokenizer: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def load_model(self, *args: Any, **kwargs: Any) -> Any:
+        self.model.append((args, kwargs))
+        return tiny_model("glm", seed=0, vocab_size=16)
+
+    def load_tokenizer(self, *args: Any, **kwargs: Any) -> Any:
+        self.tokenizer.append((args, kwargs))
+        from flglm_kit.data import toy_tokenizer
+
+        return toy_tokenizer(["a b c"])
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    calls = Calls()
+    monkeypatch.setattr(pretrained.AutoModelForCausalLM, "from_pretrained", calls.load_model)
+    monkeypatch.setattr(pretrained.AutoTokenizer, "from_pretrained", calls.load_tokenizer)
+    monkeypatch.setattr(pretrained.PreTrainedTokenizerFast, "from_pretrained", calls.load_tokenizer)
+    return calls
+
+
+def test_a_mistyped_folder_is_an_error_naming_the_path_not_a_download(
+    hub: Calls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "org/name" that is not a folder here: before, it went to the hub and failed much later.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        load_pretrained("THUDM/glm-4-9bb", device="cpu")
+    message = str(err.value)
+    assert str(tmp_path / "THUDM" / "glm-4-9bb") in message  # the resolved path
+    assert "load_pretrained(hub_id='THUDM/glm-4-9bb')" in message
+    with pytest.raises(FileNotFoundError, match="hub_id='org/name'"):
+        load_pretrained("my_checkpoint", device="cpu")
+    assert hub.model == [] and hub.tokenizer == []  # nothing was asked of the hub
+
+
+def test_hub_loading_is_explicit_and_safetensors_only(hub: Calls) -> None:
+    tokenizer, model = load_pretrained(hub_id="THUDM/glm-4-9b", device="cpu")
+    assert not model.training
+    (args, kwargs), = hub.model
+    assert args == ("THUDM/glm-4-9b",)
+    assert kwargs["use_safetensors"] is True  # never a pickled .bin
+    assert not kwargs.get("trust_remote_code") and not kwargs.get("local_files_only")
+    (args, kwargs), = hub.tokenizer
+    assert args == ("THUDM/glm-4-9b",) and not kwargs.get("trust_remote_code")
+    with pytest.raises(ValueError, match="not both"):
+        load_pretrained("a", hub_id="b")
+
+
+def test_local_folders_load_offline_from_safetensors(hub: Calls) -> None:
+    load_pretrained(ASSETS_DIR, device="cpu")
+    (args, kwargs), = hub.model
+    assert kwargs["use_safetensors"] is True and kwargs["local_files_only"] is True
+    assert hub.tokenizer[0][1]["local_files_only"] is True
+
+
+def test_pack_documents_names_a_line_that_is_not_utf8(
+    loaded: tuple[Any, Any, float], tmp_path: Path
+) -> None:
+    text = tmp_path / "corpus.txt"
+    text.write_bytes(b"First doc.\nSecond caf\xe9 doc.\n")
+    with pytest.raises(DataError, match=r"corpus.txt line 2: not valid UTF-8 at byte offset 10"):
+        pack_documents(loaded[0], text)
+
+
+def test_pack_documents_stops_tokenizing_at_max_tokens(
+    loaded: tuple[Any, Any, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokenizer = loaded[0]
+    corpus = ROOT / "datasets" / "public_corpus" / "train.txt"
+    whole = pack_documents(tokenizer, corpus, max_tokens=None)
+    seen: list[int] = []
+    real_call = type(tokenizer).__call__
+
+    def counting(self: Any, texts: Any, **kwargs: Any) -> Any:
+        seen.append(len(texts))
+        return real_call(self, texts, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    head = pack_documents(tokenizer, corpus, max_tokens=1000)
+    assert torch.equal(head, whole[:1000])
+    assert sum(seen) <= 256  # one chunk of documents, not the whole corpus

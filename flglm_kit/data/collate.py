@@ -17,11 +17,21 @@ prompt of :mod:`flglm_kit.data.tasks` puts the passage first and the question an
 the start of the passage goes and the question survives. ``"middle"`` keeps the prompt's first
 and last halves of the budget instead, for lead-heavy text such as news articles.
 
+**Long texts are cut before they are tokenized.** Tokenizing a 50 MB line whole costs gigabytes
+(the fast tokenizer keeps offsets and strings per token) only to keep ``max_len`` tokens of it.
+A text longer than ``4 * max_len * CHARS_PER_TOKEN`` characters is therefore tokenized as its
+first and last ``max_len * CHARS_PER_TOKEN`` characters or a little more (each cut moved to the
+start of a whitespace run, where pre-tokenizers split anyway), and only the first and last
+``max_len`` tokens of those are kept: exactly the tokens that either truncation could keep. A piece that
+gives too few tokens (text of very long tokens, or mostly whitespace) is doubled and tokenized
+again, so the result never depends on :data:`CHARS_PER_TOKEN`, only the work does.
+
 Introduced in notebook 01.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, Literal, NamedTuple
@@ -31,14 +41,17 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from flglm_kit.data.tasks import Example
+from flglm_kit.losses import IGNORE_INDEX
 
 __all__ = [
-    "ANSWER_PREFIX", "IGNORE_INDEX", "SpecialIds", "TaskDataset", "collate", "decode_answer",
-    "encode_example", "encode_prompt", "make_loader", "special_ids", "toy_tokenizer",
+    "ANSWER_PREFIX", "CHARS_PER_TOKEN", "IGNORE_INDEX", "SpecialIds", "TaskDataset", "collate",
+    "decode_answer", "encode_example", "encode_prompt", "make_loader", "special_ids", "toy_tokenizer",
 ]
 
-#: Label value that ``torch.nn.functional.cross_entropy`` (and Hugging Face losses) skip.
-IGNORE_INDEX = -100
+#: Characters per token assumed when cutting a long text before tokenizing it: the longest
+#: token of the shipped vocabulary ("Ġrepresentatives") covers 16 bytes, so 16 characters always
+#: give at least one token there. Other tokenizers may need a retry (see the module docstring).
+CHARS_PER_TOKEN = 16
 #: Put before every answer when tokenizing it (see the module docstring).
 ANSWER_PREFIX = " "
 
@@ -105,7 +118,8 @@ def _assemble(prompt: list[int], answer: list[int], ids: SpecialIds, max_len: in
                          "use encode_prompt to encode it for generation")
     budget = max_len - len(answer) - 3  # bos, sep, eos
     if budget < 1:
-        raise ValueError(f"{what}: its answer of {len(answer)} tokens leaves no room for the "
+        size = f"{len(answer)}+" if len(answer) >= 2 * max_len else str(len(answer))  # cut: see _tokens
+        raise ValueError(f"{what}: its answer of {size} tokens leaves no room for the "
                          f"prompt in max_len={max_len}; raise max_len")
     prompt = _truncate(prompt, budget, truncation)
     input_ids = [ids.bos, *prompt, ids.sep, *answer, ids.eos]
@@ -118,9 +132,49 @@ def _name(example: Example) -> str:
     return "example" if key is None else f"example {key!r}"
 
 
-def _tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+def _tokens(tokenizer: PreTrainedTokenizerBase, texts: list[str], *, keep: int) -> list[list[int]]:
+    """Each text's token ids; a long text gives only its first and last ``keep`` (module docstring).
+
+    A cut result has exactly ``2 * keep`` ids, so any truncation to at most ``keep`` tokens of
+    it equals that truncation of the whole text's ids.
+    """
+    limit = 4 * keep * CHARS_PER_TOKEN
+    short = [i for i, text in enumerate(texts) if len(text) <= limit]
+    out: list[list[int]] = [[] for _ in texts]
+    # One batched call for the ordinary texts: the fast tokenizer is far quicker this way.
+    for i, ids in zip(short, _encode(tokenizer, [texts[i] for i in short])):
+        out[i] = ids
+    for i, text in enumerate(texts):
+        if len(text) > limit:
+            out[i] = _ends(tokenizer, text, keep)
+    return out
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     # The format places every special token itself, so the tokenizer must add none.
-    return list(tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else []
+
+
+_RUN_START = re.compile(r"(?<=\S)\s")  # the first character of a whitespace run
+
+
+def _ends(tokenizer: PreTrainedTokenizerBase, text: str, keep: int) -> list[int]:
+    """The first and last ``keep`` token ids of ``text``, tokenizing only pieces of its ends."""
+    chars = keep * CHARS_PER_TOKEN
+    while 4 * chars < len(text):
+        # Cut where a whitespace run starts (a pre-token boundary), letting each piece grow by
+        # up to ``chars``; a word longer than that is cut inside (it may tokenize differently
+        # near the cut, which the one-token margin below usually absorbs).
+        found = _RUN_START.search(text, chars, 2 * chars)
+        head_end = found.start() if found else chars
+        window = _RUN_START.finditer(text, len(text) - 2 * chars, len(text) - chars + 1)
+        starts = [m.start() for m in window]
+        tail_start = starts[-1] if starts else len(text) - chars
+        head, tail = _encode(tokenizer, [text[:head_end], text[tail_start:]])
+        if len(head) > keep and len(tail) > keep:
+            return head[:keep] + tail[-keep:]
+        chars *= 2  # too few tokens in a piece: long tokens, or mostly whitespace
+    return _encode(tokenizer, [text])[0]
 
 
 def _answer(text: str) -> str:
@@ -176,7 +230,7 @@ def encode_example(example: Example, tokenizer: PreTrainedTokenizerBase, *, max_
         >>> enc["labels"]  # loss on 'yes' (id 9) and <eos> (id 2) only
         [-100, -100, -100, -100, -100, -100, 9, 2]
     """
-    prompt, answer = _tokens(tokenizer, [example.prompt, _answer(example.answer)])
+    prompt, answer = _tokens(tokenizer, [example.prompt, _answer(example.answer)], keep=max_len)
     return _assemble(prompt, answer, special_ids(tokenizer), max_len, truncation, _name(example))
 
 
@@ -205,7 +259,7 @@ def encode_prompt(example: Example, tokenizer: PreTrainedTokenizerBase, *, max_l
         raise ValueError(f"max_len must be at least 3 (<bos>, a prompt token, <sep>), "
                          f"got {max_len}")
     ids = special_ids(tokenizer)
-    prompt = _truncate(_tokens(tokenizer, [example.prompt])[0], max_len - 2, truncation)
+    prompt = _truncate(_tokens(tokenizer, [example.prompt], keep=max_len)[0], max_len - 2, truncation)
     return {"input_ids": [ids.bos, *prompt, ids.sep]}
 
 
@@ -283,10 +337,8 @@ class TaskDataset(Dataset[Encoded]):
         self.examples = list(examples)
         self.special = special_ids(tokenizer)
         self.max_len = max_len
-        # One batched tokenizer call per side: the fast tokenizer is far quicker this way.
-        prompts = _tokens(tokenizer, [ex.prompt for ex in self.examples]) if self.examples else []
-        answers = _tokens(tokenizer, [_answer(ex.answer) for ex in self.examples]) \
-            if self.examples else []
+        prompts = _tokens(tokenizer, [ex.prompt for ex in self.examples], keep=max_len)
+        answers = _tokens(tokenizer, [_answer(ex.answer) for ex in self.examples], keep=max_len)
         self.items = [
             _assemble(p, a, self.special, max_len, truncation, _name(ex))
             for ex, p, a in zip(self.examples, prompts, answers)

@@ -56,11 +56,20 @@ def dirichlet_partition(labels: Sequence[Hashable], num_clients: int, *, alpha: 
     """Label-skewed split: each class is shared among clients in Dirichlet(alpha) proportions.
 
     The usual non-IID benchmark split (Hsu et al. 2019): small ``alpha`` (0.1) gives each
-    client a few classes, large ``alpha`` (100) approaches IID. A client left with fewer than
-    ``min_size`` examples is topped up with random examples taken from the largest client, one
-    at a time; this moves at most ``num_clients * min_size`` examples and always terminates
-    (resampling until every client is large enough may never end when classes are fewer than
-    clients and ``alpha`` is small).
+    client a few classes, large ``alpha`` (100) approaches IID, and ``alpha -> inf`` gives the
+    even split (client sizes within 2 of each other).
+
+    A class's share ``p_k * n_class`` is rarely a whole number, so the examples are dealt by
+    *cumulative* apportionment: each client is owed the sum of its shares over the classes so
+    far, and each class's examples go to the clients owed the most. Every client then ends
+    within one example of what it is owed in total. (Rounding each class on its own, e.g. by
+    ``floor(cumsum(p) * n_class)``, hands every rounding loss to the same clients: with many
+    small classes and a huge ``alpha`` the first client got almost nothing.)
+
+    A client left with fewer than ``min_size`` examples is topped up with random examples taken
+    from the largest client, one at a time; this moves at most ``num_clients * min_size``
+    examples and always terminates (resampling until every client is large enough may never
+    end when classes are fewer than clients and ``alpha`` is small).
 
     Args:
         labels: one label per example (any hashable: bool, int, str).
@@ -93,16 +102,33 @@ def dirichlet_partition(labels: Sequence[Hashable], num_clients: int, *, alpha: 
     for index, label in enumerate(labels):
         by_class.setdefault(label, []).append(index)
     parts: Partition = [[] for _ in range(num_clients)]
+    owed = np.zeros(num_clients)  # (num_clients,): each client's summed shares so far
     # Classes in a fixed order (by repr: labels of mixed types do not sort), so the draws
     # below happen in the same order on every run.
     for label in sorted(by_class, key=repr):
         members = rng.permutation(by_class[label])
         shares = rng.dirichlet(np.full(num_clients, alpha))  # (num_clients,)
-        cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
-        for part, chunk in zip(parts, np.split(members, cuts)):
+        owed += shares * len(members)
+        held = np.array([len(part) for part in parts])  # (num_clients,)
+        counts = _apportion(owed - held, len(members))  # (num_clients,)
+        for part, chunk in zip(parts, np.split(members, np.cumsum(counts)[:-1])):
             part.extend(chunk.tolist())
     _top_up(parts, min_size, rng)
     return [sorted(part) for part in parts]
+
+
+def _apportion(deficit: np.ndarray, total: int) -> np.ndarray:
+    """Deal ``total`` units one at a time, each to the client with the largest remaining deficit.
+
+    Ties go to the lower client index. Returns the (num_clients,) counts, summing to ``total``.
+    """
+    counts = np.clip(np.floor(deficit), 0, total).astype(np.int64)  # whole units owed
+    while counts.sum() > total:  # over-dealt (deficits of other clients were negative)
+        owned = np.where(counts > 0, deficit - counts, np.inf)
+        counts[int(np.argmin(owned))] -= 1
+    while counts.sum() < total:  # the fractional remainders, largest first
+        counts[int(np.argmax(deficit - counts))] += 1
+    return counts
 
 
 def _top_up(parts: Partition, min_size: int, rng: np.random.Generator) -> None:

@@ -15,14 +15,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATA_ENV", "DataError", "Row", "data_root", "hf_datasets", "read_jsonl", "resolve_file",
-           "rows_of", "show"]
+__all__ = ["DATA_ENV", "DataError", "Row", "data_root", "hf_datasets", "read_jsonl", "read_text",
+           "resolve_file", "rows_of", "show"]
 
 #: Environment variable pointing at a datasets folder laid out like the repository's ``datasets/``.
 DATA_ENV = "FLGLM_DATA"
 
 # The package sits inside the repository (editable install), so the shipped data is two levels up.
 _REPO = Path(__file__).resolve().parents[2]
+
+
+#: How to repair a file that is not UTF-8 (the usual culprit: a Windows-1252 / Latin-1 export).
+_REENCODE = ("the kit reads UTF-8 only: re-save the file as UTF-8, e.g. "
+             "`iconv -f cp1252 -t utf-8 FILE > FILE.utf8`")
 
 
 class DataError(ValueError):
@@ -144,8 +149,55 @@ class Row:
         raise self.error(field, f"be {must}", value)
 
 
+def _utf8_error(name: str, number: int, line_start: int, err: UnicodeDecodeError) -> DataError:
+    """The error for a line that is not UTF-8: file, line, byte offsets, the bytes and the fix."""
+    bad = err.object[err.start:err.end].hex(" ")
+    return DataError(f"{name} line {number}: not valid UTF-8 at byte offset {err.start} of the line "
+                     f"({line_start + err.start} of the file): byte(s) {bad}, {err.reason}; "
+                     f"{_REENCODE}")
+
+
+def _decode_line(raw: bytes, name: str, number: int, line_start: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _utf8_error(name, number, line_start, err) from None
+
+
+def read_text(path: Path) -> str:
+    """The whole of a UTF-8 text file, or a :class:`DataError` that says where it is not UTF-8.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Its text (newlines as in the file).
+
+    Raises:
+        DataError: if the file is missing, or not UTF-8 (naming the line, the byte offsets and
+            how to re-encode it).
+
+    Example:
+        >>> read_text(data_root() / "public_corpus" / "validation.txt")[:4]
+        'In D'
+    """
+    if not path.is_file():
+        raise DataError(f"no such file: {show(path)}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1  # 0 when on the first line
+        line_err = UnicodeDecodeError("utf-8", data[line_start:], err.start - line_start,
+                                      err.end - line_start, err.reason)
+        raise _utf8_error(show(path), data.count(b"\n", 0, err.start) + 1, line_start,
+                          line_err) from None
+
+
 def read_jsonl(path: Path) -> Iterator[Row]:
     """Yield one :class:`Row` per non-blank line of a JSON Lines file, numbered from 1.
+
+    The file is read a line at a time, so its size does not matter; each line must be UTF-8.
 
     Args:
         path: the file.
@@ -154,7 +206,8 @@ def read_jsonl(path: Path) -> Iterator[Row]:
         An iterator of rows whose ``where`` is ``'<file> line <n>'``.
 
     Raises:
-        DataError: if the file is missing, or a line is not a JSON object.
+        DataError: if the file is missing, a line is not UTF-8 (the line, the byte offsets and
+            how to re-encode it are named), or a line is not a JSON object.
 
     Example:
         >>> next(read_jsonl(data_root() / "superglue" / "copa" / "train.jsonl")).where
@@ -163,8 +216,11 @@ def read_jsonl(path: Path) -> Iterator[Row]:
     if not path.is_file():
         raise DataError(f"no such file: {show(path)}")
     name = show(path)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    offset = 0  # byte offset of the current line in the file
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decode_line(raw, name, number, offset)
+            offset += len(raw)
             if not line.strip():
                 continue  # a trailing blank line is common in hand-edited files
             try:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flglm_kit.data.records import (
-    Row, data_root, hf_datasets, read_jsonl, resolve_file, rows_of,
+    Row, data_root, hf_datasets, read_jsonl, read_text, resolve_file, rows_of,
 )
 
 __all__ = [
@@ -318,7 +318,7 @@ def load_corpus(split: str, *, path: PathLike | None = None) -> list[str]:
         The documents.
 
     Raises:
-        DataError: for a missing file.
+        DataError: for a missing file, or one that is not UTF-8 (line and byte named).
 
     Introduced in notebook 01.
 
@@ -328,7 +328,7 @@ def load_corpus(split: str, *, path: PathLike | None = None) -> list[str]:
     """
     split = one_of(split_name(split), ("train", "validation"), "split")
     file = resolve_file(path, data_root() / "public_corpus", [f"{split}.txt"])
-    return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in read_text(file).splitlines() if line.strip()]
 
 
 # --- helpers, shared with flglm_kit.data.clinic -------------------------------------------------
@@ -346,8 +346,8 @@ def split_name(split: str) -> str:
 
 
 def _hf_split(path: PathLike | None, split: str, *name: str) -> Iterator[Mapping[str, Any]]:
+    """Rows of a hub dataset (downloaded, or from the local Hugging Face cache)."""
     if path is not None:
         raise ValueError("path= reads local files; use source='local' with it")
-    """Rows of a hub dataset (downloaded, or from the local Hugging Face cache)."""
     dataset = hf_datasets().load_dataset(*name, split=split)
     return iter(dataset)
