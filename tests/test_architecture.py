@@ -25,6 +25,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "scheduling": ("wire", "split", "losses", "optim", "compute", "subserver"),
     "compute": ("wire", "split", "losses", "optim"),
     "rounds": ("client",),
+    "batched": ("client", "rounds", "split", "losses", "wire"),
     "transport": ("wire", "crypto"),
 }
 #: rooms that may not import the parties at all
