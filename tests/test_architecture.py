@@ -22,12 +22,16 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "split": ("losses", "families"),
     "client": ("wire", "crypto", "split", "losses", "noise", "optim"),
     "server": ("wire", "crypto", "split", "losses", "optim", "scheduling"),
-    "scheduling": ("wire", "split", "losses", "optim", "compute", "subserver"),
+    "scheduling": ("wire", "split", "losses", "optim", "compute", "subserver", "replicas"),
+    "subserver": ("wire", "split", "losses", "optim", "compute", "models", "families", "subserver"),
+    "replicas": ("wire", "split", "losses", "optim", "compute", "subserver", "replicas"),
     "compute": ("wire", "split", "losses", "optim"),
     "rounds": ("client",),
     "batched": ("client", "rounds", "split", "losses", "wire"),
     "transport": ("wire", "crypto"),
 }
+#: the teaching rooms: profiling and figures stay out of the parties (they wrap them from outside)
+ALLOWED.update({"profiling": ("crypto", "wire"), "figures": ("profiling",)})
 #: rooms that may not import the parties at all
 NO_PARTIES = ("data", "metrics", "pretrained", "finetune", "checks")
 

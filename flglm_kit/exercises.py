@@ -1,0 +1,231 @@
+"""Exercise checkers for the notebooks, and the small in-process federation they build.
+
+:func:`check_scheduler` runs a learner's :class:`~flglm_kit.scheduling.Scheduler` against the
+reference semantics of :class:`~flglm_kit.scheduling.ClientBatching` and prints a friendly
+``[OK]`` / ``[FAIL]`` report; :func:`small_federation` wires a server and its clients the way
+the tests do (each client with its own copy of the client-side blocks, per-client keys).
+
+Introduced in notebook 05.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from flglm_kit.client import SplitClient
+from flglm_kit.crypto import Identity
+from flglm_kit.models import tiny_model
+from flglm_kit.optim import OptimizerFactory, default_optimizer
+from flglm_kit.rounds import run_round
+from flglm_kit.scheduling import ClientBatching, Scheduler
+from flglm_kit.server import SplitServer
+from flglm_kit.split import SplitModel, split_model
+from flglm_kit.transport import InProcessTransport
+
+__all__ = ["Federation", "small_federation", "check_scheduler"]
+
+TOL = 1e-5
+
+
+@dataclass
+class Federation:
+    """A split, its server, the in-process transport and the connected clients.
+
+    Introduced in notebook 05.
+    """
+
+    split: SplitModel
+    server: SplitServer
+    transport: InProcessTransport
+    clients: list[SplitClient]
+
+    def __repr__(self) -> str:
+        return (f"Federation({self.server.scheduler.name}, {len(self.server.computes)} trunk replica(s), "
+                f"clients {[c.client_id for c in self.clients]})")
+
+
+def small_federation(model: torch.nn.Module, *, num_clients: int = 3, client_ids: Sequence[str] | None = None,
+                     scheduler: Scheduler | None = None, optimizer: OptimizerFactory = default_optimizer,
+                     client_optimizer: OptimizerFactory | None = None, head_layers: int = 1,
+                     tail_layers: int = 1) -> Federation:
+    """A server with ``scheduler`` and connected clients over per-client keys, all in this process.
+
+    Args:
+        model: the model to split; it is copied, so several federations can start from it.
+        num_clients: how many clients (named ``client-0``, ``client-1``, ...), unless ``client_ids``.
+        scheduler: the server's scheduler (default :class:`~flglm_kit.scheduling.Sequential`).
+        optimizer: the server's optimizer factory; ``client_optimizer`` the clients'
+            (default: the same as the server's).
+        head_layers, tail_layers: the cut (FL-GLM: 1 and 1).
+
+    Example:
+        >>> fed = small_federation(tiny_model(seed=0), num_clients=2, scheduler=ClientBatching())
+        >>> fed
+        Federation(client-batching, 1 trunk replica(s), clients ['client-0', 'client-1'])
+
+    Introduced in notebook 05.
+    """
+    ids = list(client_ids) if client_ids is not None else [f"client-{i}" for i in range(num_clients)]
+    split = split_model(copy.deepcopy(model), head_layers=head_layers, tail_layers=tail_layers)
+    server_id = Identity.generate()
+    server = SplitServer(split.trunk, identity=server_id, optimizer=optimizer, scheduler=scheduler)
+    transport = InProcessTransport(server)
+    clients = []
+    for cid in ids:
+        head, tail = copy.deepcopy((split.head, split.tail))  # each client its own copy, as after averaging
+        client = SplitClient(head, tail, client_id=cid, transport=transport, server_fingerprint=server_id.fingerprint,
+                             optimizer=client_optimizer or optimizer)
+        server.enroll(cid, client.identity.public_bytes)
+        client.connect()
+        clients.append(client)
+    return Federation(split, server, transport, clients)
+
+
+# -- check_scheduler -----------------------------------------------------------------------------
+
+def _sgd(params: Any) -> torch.optim.Optimizer:
+    # SGD where weights are compared: Adam rescales float noise in zero-gradient biases to full steps.
+    return torch.optim.SGD(params, lr=0.1)
+
+
+def _batch(k: int, step: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Client ``k``'s batch at ``step``: its own batch size and length, right padding inside."""
+    g = torch.Generator().manual_seed(1000 * k + step)
+    b, t = (1, 2, 3, 2)[k % 4], (8, 12, 16, 10)[k % 4]
+    ids = torch.randint(3, vocab, (b, t), generator=g)
+    keep = torch.randint(t // 2, t + 1, (b,), generator=g)
+    mask = (torch.arange(t)[None, :] < keep[:, None]).long()  # (b, t)
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+class _TimeUp(Exception):
+    pass
+
+
+def _guard(server: SplitServer, limit_s: float) -> Callable[[], None]:
+    """Make ``server.run_pending`` raise once a round has run ``limit_s`` seconds; returns the round's reset."""
+    started = [time.monotonic()]
+    original = server.run_pending
+
+    def run_pending() -> int:
+        if time.monotonic() - started[0] > limit_s:
+            raise _TimeUp(f"a round did not finish within {limit_s:g} s")
+        return original()
+
+    server.run_pending = run_pending  # type: ignore[method-assign]
+    return lambda: started.__setitem__(0, time.monotonic())
+
+
+def _make(make: Any) -> Scheduler:
+    scheduler = make() if callable(make) else make
+    if not isinstance(scheduler, Scheduler):
+        raise TypeError(f"check_scheduler needs a Scheduler subclass (or a function that makes one); "
+                        f"got {type(scheduler).__name__}")
+    return scheduler
+
+
+def check_scheduler(make: type[Scheduler] | Callable[[], Scheduler], *, rounds: int = 3, num_clients: int = 3,
+                    time_limit_s: float = 10.0, seed: int = 0, verbose: bool = True) -> bool:
+    """Check that a scheduler trains exactly like client-batching when the clients' requests arrive together.
+
+    It builds two small federations from the same tiny model (plain SGD on both sides, clients
+    of different batch sizes and lengths), one with your scheduler and one with
+    :class:`~flglm_kit.scheduling.ClientBatching`, runs ``rounds`` rounds of every client
+    together and one round of all clients but the last with :func:`~flglm_kit.rounds.run_round`,
+    then asks each client for an evaluation forward. It checks that:
+
+    * every client's step completes in every round (none refused or dropped, nothing raised);
+    * each round takes one optimizer step over the union of the clients' batches;
+    * each client's losses equal client-batching's, and so do the trunk's weights (within 1e-5);
+    * nothing is left in the server's queue, and evaluation requests get the same logits.
+
+    Args:
+        make: your ``Scheduler`` subclass (called with no arguments), or a function that makes one.
+        rounds: full rounds to run (then one round without the last client).
+        num_clients: clients in each federation.
+        time_limit_s: a round that takes longer fails (a scheduler that waits for ever).
+        seed: the tiny model's seed.
+        verbose: print one ``[OK]`` / ``[FAIL]`` line per check.
+
+    Returns:
+        ``True`` if every check passed.
+
+    Example:
+        >>> check_scheduler(ClientBatching, verbose=False)
+        True
+
+    Introduced in notebook 05.
+    """
+    lines: list[tuple[bool, str]] = []
+
+    def report(ok: bool, text: str) -> bool:
+        lines.append((ok, text))
+        if verbose:
+            print(f"[{'OK' if ok else 'FAIL'}] {text}")
+        return ok
+
+    def finish() -> bool:
+        passed = all(ok for ok, _ in lines)
+        if verbose:
+            print(f"{sum(ok for ok, _ in lines)}/{len(lines)} checks passed" + (": well done!" if passed else ""))
+        return passed
+
+    try:
+        scheduler = _make(make)
+    except NotImplementedError:
+        report(False, "your scheduler is not written yet")
+        return finish()
+    except Exception as err:  # noqa: BLE001 - a learner's mistake becomes a friendly line
+        report(False, f"could not make your scheduler: {type(err).__name__}: {err}")
+        return finish()
+    model = tiny_model("glm", seed=seed)
+    vocab = int(model.config.vocab_size)
+    feds = {"yours": small_federation(model, num_clients=num_clients, scheduler=scheduler, optimizer=_sgd),
+            "reference": small_federation(model, num_clients=num_clients, scheduler=ClientBatching(), optimizer=_sgd)}
+    reset = _guard(feds["yours"].server, time_limit_s)
+    plan = [list(range(num_clients))] * rounds + [list(range(num_clients - 1))]
+    losses: dict[str, list[dict[str, float]]] = {"yours": [], "reference": []}
+    for r, members in enumerate(plan):
+        for name, fed in feds.items():
+            reset()
+            try:
+                result = run_round([(fed.clients[k], _batch(k, r, vocab)) for k in members])
+            except NotImplementedError:
+                report(False, "your scheduler's run() is not written yet")
+                return finish()
+            except Exception as err:  # noqa: BLE001
+                where = "" if name == "yours" else " (the reference!)"
+                report(False, f"round {r + 1} with {len(members)} clients{where}: {type(err).__name__}: {err}")
+                return finish()
+            if result.dropped:
+                cid, why = next(iter(result.dropped.items()))
+                report(False, f"round {r + 1}: {len(result.dropped)} client step(s) failed, e.g. {cid}: {why}")
+                return finish()
+            losses[name].append(result.losses)
+    report(True, f"every client's step completed in {len(plan)} rounds (the last without {feds['yours'].clients[-1].client_id})")
+    steps = feds["yours"].server.steps_done
+    report(steps == len(plan), f"one optimizer step per round: {steps} steps in {len(plan)} rounds")
+    gap = max(abs(y[c] - ref[c]) for y, ref in zip(losses["yours"], losses["reference"]) for c in ref)
+    report(gap < TOL, f"each client's losses equal client-batching's (largest difference {gap:.1e}, tolerance {TOL:g})")
+    mine, ref = (list(f.server.trunk.parameters()) for f in feds.values())
+    wgap = max(float((a - b).detach().abs().max()) for a, b in zip(mine, ref))
+    report(wgap < TOL, f"the trunk's weights equal client-batching's (largest difference {wgap:.1e})")
+    left = feds["yours"].server.peek(lambda m: True)
+    report(not left, "every request was answered" if not left else
+           f"{len(left)} request(s) are still in the queue, e.g. {left[0].kind!r} from {left[0].client_id}")
+    reset()
+    try:
+        ids, mask = _batch(0, 99, vocab)
+        got = feds["yours"].clients[0].forward(ids, mask)
+        want = feds["reference"].clients[0].forward(ids, mask)
+        egap = float((got - want).abs().max())
+        report(egap < TOL, f"an evaluation request gets the same logits (largest difference {egap:.1e})")
+    except Exception as err:  # noqa: BLE001
+        report(False, f"an evaluation request was not answered: {type(err).__name__}: {err}")
+    return finish()
