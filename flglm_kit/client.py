@@ -1,6 +1,6 @@
 """The client party: owns its data, its labels, the input and output blocks and their optimizer.
 
-One training step is the five-phase exchange of DESIGN.md §1::
+One training step is the five-phase exchange of ARCHITECTURE.md §1::
 
     1. client  input block forward        -> sends "activations"      (h_A, spans)
     2. server  trunk forward              -> replies "trunk_output"    (h_B)

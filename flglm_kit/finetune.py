@@ -5,7 +5,7 @@ the answer whose tokens the model finds most likely wins. Generation tasks (summ
 greedily and are scored with ROUGE. Each comes with the baseline a model must beat: the
 majority class, or the article's first sentence (lead-1).
 
-Introduced in notebook 06; the shipped model card's fine-tuning numbers come from here.
+Planned for notebook 06; the shipped model card's fine-tuning numbers come from here.
 """
 
 from __future__ import annotations

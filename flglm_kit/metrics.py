@@ -44,7 +44,7 @@ def accuracy(preds: Sequence[Hashable], labels: Sequence[Hashable]) -> float:
     Raises:
         ValueError: for different lengths or no predictions.
 
-    Introduced in notebook 03.
+    Not called directly in a notebook yet.
 
     Example:
         >>> accuracy(["yes", "no", "no", "yes"], ["yes", "no", "yes", "yes"])
@@ -72,7 +72,7 @@ def f1_binary(preds: Sequence[Hashable], labels: Sequence[Hashable], *,
     Raises:
         ValueError: for different lengths or no predictions.
 
-    Introduced in notebook 03.
+    Not called directly in a notebook yet.
 
     Example:
         >>> f1_binary([1, 1, 0, 0], [1, 0, 1, 0])  # P = 1/2, R = 1/2
@@ -103,7 +103,7 @@ def f1_macro(preds: Sequence[Hashable], labels: Sequence[Hashable], *,
     Raises:
         ValueError: for different lengths or no predictions.
 
-    Introduced in notebook 03.
+    Not called directly in a notebook yet.
 
     Example:
         >>> round(f1_macro(["a", "b", "b"], ["a", "a", "b"]), 4)  # F1(a) = 2/3, F1(b) = 2/3
@@ -147,7 +147,7 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     Raises:
         ValueError: for different lengths or no predictions.
 
-    Introduced in notebook 03.
+    Not called directly in a notebook yet.
 
     Example:
         >>> rouge(["the cat sat"], ["the cat sat"])["rougeL"]
@@ -169,7 +169,7 @@ def perplexity(mean_nll: float) -> float:
     Raises:
         ValueError: for a NaN mean.
 
-    Introduced in notebook 03.
+    Not called directly in a notebook yet.
 
     Example:
         >>> round(perplexity(math.log(7.0)), 6)  # uniform over 7 tokens
@@ -237,7 +237,7 @@ def perplexity_of(model: Callable[..., Any], batches: Iterable[Mapping[str, torc
                   device: torch.device | str | None = None) -> float:
     """Perplexity of ``model`` on the label tokens of ``batches``: see :func:`mean_label_nll`.
 
-    Introduced in notebook 03.
+    Not called directly in a notebook yet.
 
     Example:
         >>> batch = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3),

@@ -1,10 +1,10 @@
 """Gaussian noise on the activations a client sends: FedSEA-LLaMA's defence, as a pure function.
 
 A party-level defence (``SplitClient(noise_rel=...)`` calls it), so it lives beside the parties
-and not among the attacks: the client never imports an attack. The client adds ``N(0, sigma^2)`` to its hidden states before they
-leave. What matters is sigma *relative to the activations' size* (REFERENCES.md), so sigma is
-given as ``sigma_rel`` times the root mean square of the tensor being sent. This is not
-differential privacy: there is no clipping and no accounting, and an attacker who trains on
+and not among the attacks: the client never imports an attack. The client adds
+``N(0, sigma^2)`` to its hidden states before they leave. What matters is sigma *relative to
+the activations' size* (BiSR, CCS 2024; FedSEA-LLaMA), so sigma is given as ``sigma_rel``
+times the root mean square of the tensor being sent. This is not differential privacy: there is no clipping and no accounting, and an attacker who trains on
 equally noised activations (``train_inverter(noise_rel=...)``) is much stronger than one who
 does not, and closest-candidate matching with the public input block
 (``whitebox_token_matching(..., max_candidates=16)``) is stronger still: at sigma_rel = 1 it
@@ -41,7 +41,7 @@ def noise_activations(activations: torch.Tensor, sigma_rel: float, *,
     Raises:
         ValueError: for a negative ``sigma_rel``.
 
-    Introduced in notebook 03.
+    Notebook 03 uses it through ``SplitClient(noise_rel=...)``; no notebook calls it directly.
 
     Example:
         >>> acts = torch.randn(4, 64, 32, generator=torch.Generator().manual_seed(0))

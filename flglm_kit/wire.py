@@ -102,7 +102,7 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(eq=False, repr=False)
 class Message:
-    """The one thing that crosses the wire (introduced in notebook 01).
+    """The one thing that crosses the wire (introduced in notebook 04).
 
     ``eq=False``: tensors have no single truth value, so two messages compare by identity.
 

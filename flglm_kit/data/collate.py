@@ -26,7 +26,7 @@ start of a whitespace run, where pre-tokenizers split anyway), and only the firs
 gives too few tokens (text of very long tokens, or mostly whitespace) is doubled and tokenized
 again, so the result never depends on :data:`CHARS_PER_TOKEN`, only the work does.
 
-Introduced in notebook 01.
+Introduced in notebook 02.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def special_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialIds:
     Raises:
         ValueError: naming any special token the tokenizer lacks.
 
-    Introduced in notebook 01.
+    Not called directly in a notebook yet.
 
     Example:
         >>> special_ids(toy_tokenizer(["a b"]))
@@ -191,7 +191,7 @@ def decode_answer(token_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) 
     Returns:
         The decoded answer, special tokens dropped and surrounding whitespace stripped.
 
-    Introduced in notebook 06.
+    Planned for notebook 06.
 
     Example:
         >>> tok = toy_tokenizer(["no yes"])
@@ -220,7 +220,7 @@ def encode_example(example: Example, tokenizer: PreTrainedTokenizerBase, *, max_
     Raises:
         ValueError: if the answer is empty, or the answer alone does not fit in ``max_len``.
 
-    Introduced in notebook 01.
+    Not called directly in a notebook yet.
 
     Example:
         >>> tok = toy_tokenizer(["is it red ? yes no"])
@@ -247,7 +247,7 @@ def encode_prompt(example: Example, tokenizer: PreTrainedTokenizerBase, *, max_l
     Returns:
         ``{"input_ids": [...]}``; :func:`collate` pads such items without labels.
 
-    Introduced in notebook 06.
+    Planned for notebook 06.
 
     Example:
         >>> tok = toy_tokenizer(["one two three"])
@@ -283,7 +283,7 @@ def collate(batch: Sequence[Mapping[str, Sequence[int]]], *, pad_id: int,
     Raises:
         ValueError: for an empty batch, a bad ``padding_side`` or mismatched lengths.
 
-    Introduced in notebook 01.
+    Not called directly in a notebook yet.
 
     Example:
         >>> batch = [{"input_ids": [1, 5, 2], "labels": [-100, 5, 2]},
@@ -324,7 +324,7 @@ class TaskDataset(Dataset[Encoded]):
         max_len: passed to :func:`encode_example`.
         truncation: passed to :func:`encode_example`.
 
-    Introduced in notebook 01.
+    Not called directly in a notebook yet.
 
     Example:
         >>> ds = TaskDataset([Example("a b", "c")], toy_tokenizer(["a b c"]), max_len=8)
@@ -377,7 +377,7 @@ def make_loader(examples: Sequence[Example] | TaskDataset, tokenizer: PreTrained
     Returns:
         A loader yielding dicts of ``input_ids``, ``attention_mask``, ``labels`` (``(B, T)``).
 
-    Introduced in notebook 01.
+    Introduced in notebook 02.
 
     Example:
         >>> tok = toy_tokenizer(["a b c d"])
@@ -406,7 +406,7 @@ def toy_tokenizer(texts: Sequence[str]) -> PreTrainedTokenizerFast:
     Returns:
         A ``PreTrainedTokenizerFast`` that adds no special tokens by itself.
 
-    Introduced in notebook 01.
+    Not called directly in a notebook yet.
 
     Example:
         >>> toy_tokenizer(["hello world"])("hello there")["input_ids"]

@@ -85,7 +85,7 @@ def dirichlet_partition(labels: Sequence[Hashable], num_clients: int, *, alpha: 
         ValueError: for ``alpha <= 0``, ``num_clients < 1``, a negative ``min_size``, or fewer
             than ``num_clients * min_size`` labels.
 
-    Introduced in notebook 06.
+    Planned for notebook 06.
 
     Example:
         >>> parts = dirichlet_partition(["a"] * 6 + ["b"] * 6, 3, alpha=0.5, seed=0, min_size=2)
@@ -153,7 +153,7 @@ def site_partition(sites: Sequence[str]) -> Partition:
     Raises:
         ValueError: for an empty list.
 
-    Introduced in notebook 05.
+    Not called directly in a notebook yet.
 
     Example:
         >>> site_partition(["north", "east", "north"])  # east is client 0, north client 1
@@ -185,7 +185,7 @@ def label_skew(partition: Sequence[Sequence[int]], labels: Sequence[Hashable]) -
     Raises:
         ValueError: if every client is empty.
 
-    Introduced in notebook 06.
+    Planned for notebook 06.
 
     Example:
         >>> label_skew([[0, 1], [2, 3]], ["a", "a", "b", "b"])  # each client: one class of two

@@ -33,7 +33,7 @@ _REENCODE = ("the kit reads UTF-8 only: re-save the file as UTF-8, e.g. "
 class DataError(ValueError):
     """A data file is missing or malformed; the message names the file, the line and the field.
 
-    Introduced in notebook 01.
+    Not called directly in a notebook yet.
     """
 
 

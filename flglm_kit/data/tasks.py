@@ -74,7 +74,7 @@ class Example:
             ``choices``; for clinic notes ``site``, ``specialty``, ``triage``, ``entities``
             and ``note_start``, the note's offset in ``prompt``).
 
-    Introduced in notebook 01.
+    Not called directly in a notebook yet.
 
     Example:
         >>> Example("Passage: ...\\nQuestion: is it?\\nAnswer:", "yes", True).answer
@@ -102,7 +102,7 @@ def classification_choices(task: str, example: Example | None = None) -> list[st
     Raises:
         ValueError: for a generation task, or COPA without an example.
 
-    Introduced in notebook 06.
+    Planned for notebook 06.
 
     Example:
         >>> classification_choices("rte")
@@ -195,7 +195,7 @@ def superglue_examples(task: str, records: Iterable[Mapping[str, Any]], *,
         DataError: on a missing field or an invalid label, naming the row and the field.
         ValueError: for an unknown task.
 
-    Introduced in notebook 06.
+    Planned for notebook 06.
 
     Example:
         >>> row = {"premise": "A.", "hypothesis": "B.", "idx": 0, "label": 1}
@@ -225,7 +225,7 @@ def load_superglue(task: str, split: str = "train", *, path: PathLike | None = N
         DataError: for a missing file or a malformed line (file, line and field named).
         ImportError: for ``source="hf"`` without the ``datasets`` package.
 
-    Introduced in notebook 06.
+    Introduced in notebook 01.
 
     Example:
         >>> ex = load_superglue("boolq", "validation")[0]
@@ -265,7 +265,7 @@ def summarization_examples(records: Iterable[Mapping[str, Any]], *,
     Raises:
         DataError: on a missing or empty article.
 
-    Introduced in notebook 06.
+    Planned for notebook 06.
 
     Example:
         >>> summarization_examples([{"article": "Rain.", "highlights": "Wet.\\nCold."}])[0].answer
@@ -290,7 +290,7 @@ def load_summarization(split: str, *, path: PathLike | None = None,
         DataError: for a missing file or a malformed line.
         ImportError: for ``source="hf"`` without the ``datasets`` package.
 
-    Introduced in notebook 06.
+    Introduced in notebook 01.
 
     Example:
         >>> load_summarization("test")[0].prompt.endswith("\\nHighlights:")
@@ -320,7 +320,7 @@ def load_corpus(split: str, *, path: PathLike | None = None) -> list[str]:
     Raises:
         DataError: for a missing file, or one that is not UTF-8 (line and byte named).
 
-    Introduced in notebook 01.
+    Introduced in notebook 02.
 
     Example:
         >>> docs = load_corpus("validation"); len(docs), docs[0][:4]
