@@ -6,25 +6,66 @@ Introduced in notebook 00.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 
-__all__ = ["Check", "REQUIREMENTS", "check_environment", "report"]
+__all__ = ["Check", "DISTRIBUTION", "check_environment", "kit_requirements", "report"]
 
-#: distribution name -> minimum version, as in pyproject.toml.
-REQUIREMENTS: dict[str, str] = {
-    "torch": "2.4",
-    "transformers": "5.0",
-    "peft": "0.13",
-    "cryptography": "42",
-    "safetensors": "0.4",
-    "tokenizers": "0.20",
-    "numpy": "1.24",
-    "matplotlib": "3.7",
-    "ipywidgets": "8.0",
-    "tqdm": "4.66",
-}
+#: the kit's own distribution, whose installed metadata lists what it needs
+DISTRIBUTION = "flglm-kit"
+
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*\(?([^;()]*)\)?\s*(?:;(.*))?$")
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+_CLAUSE = re.compile(r"^(===|==|!=|~=|<=|>=|<|>)?\s*([0-9][^\s]*)$")
+
+
+def _parse_requirement(line: str) -> tuple[str, str, str | None]:
+    """``'transformers<6,>=5.0; extra == "x"'`` -> ``("transformers", ">=5.0,<6", "x")``.
+
+    Only the ``extra`` marker is read; the kit's requirements use no other.
+    """
+    match = _REQUIREMENT.match(line)
+    if match is None:
+        raise ValueError(f"cannot read the requirement {line!r}")
+    name, spec, marker = match.groups()
+    clauses = sorted((c.strip() for c in spec.split(",") if c.strip()), key=lambda c: not c.startswith(">"))
+    extra = _EXTRA_MARKER.search(marker or "")
+    return name, ",".join(clauses), extra.group(1) if extra else None
+
+
+def kit_requirements(extras: Sequence[str] = (), *, distribution: str = DISTRIBUTION) -> dict[str, str]:
+    """What the installed kit requires: distribution -> version specifier, from its own metadata.
+
+    The list is read from the installed package (``importlib.metadata.requires``), so it is the
+    one in ``pyproject.toml`` at install time, never a copy that drifts from it.
+
+    Args:
+        extras: optional-dependency groups to add to the core requirements, e.g. ``("lab",)``.
+        distribution: whose requirements to read (default: this kit's).
+
+    Returns:
+        ``{"torch": ">=2.4", "transformers": ">=5.0,<6", ...}`` in the metadata's order; a
+        package named by several groups appears once.
+
+    Raises:
+        importlib.metadata.PackageNotFoundError: ``distribution`` is not installed.
+
+    Example:
+        >>> core = kit_requirements()
+        >>> core["torch"].startswith(">=") and "pytest" not in core
+        True
+        >>> "pytest" in kit_requirements(["test"])
+        True
+    """
+    out: dict[str, str] = {}
+    for line in metadata.requires(distribution) or []:
+        name, spec, extra = _parse_requirement(line)
+        if extra is None or extra in extras:
+            out.setdefault(name, spec)
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,24 +92,57 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _check_package(name: str, minimum: str) -> Check:
+def _clauses(spec: str) -> list[tuple[str, str]]:
+    """``">=5.0,<6"`` -> ``[(">=", "5.0"), ("<", "6")]``; a bare version is a minimum."""
+    out = []
+    for clause in (c.strip() for c in spec.split(",") if c.strip()):
+        match = _CLAUSE.match(clause)
+        if match is None:
+            raise ValueError(f"cannot read the version specifier {clause!r}")
+        out.append((match.group(1) or ">=", match.group(2)))
+    return out
+
+
+def _satisfies(version: str, op: str, bound: str) -> bool:
+    have, want = _version_tuple(version), _version_tuple(bound.rstrip(".*"))
+    if op in ("==", "===") and bound.endswith(".*"):
+        return have[: len(want)] == want
+    if op == "~=":  # ~=2.4 means >=2.4 and ==2.*
+        return have >= want and have[: max(len(want) - 1, 1)] == want[: max(len(want) - 1, 1)]
+    width = max(len(have), len(want))  # 2.4 == 2.4.0
+    have, want = have + (0,) * (width - len(have)), want + (0,) * (width - len(want))
+    return {">=": have >= want, ">": have > want, "<=": have <= want, "<": have < want,
+            "==": have == want, "===": have == want, "!=": have != want}[op]
+
+
+def _check_package(name: str, spec: str) -> Check:
+    clauses = _clauses(spec)
+    wanted = ",".join(op + bound for op, bound in clauses)
     try:
         version = metadata.version(name)
     except metadata.PackageNotFoundError:
-        return Check(name, False, f"not installed; run: pip install '{name}>={minimum}'")
-    if _version_tuple(version) < _version_tuple(minimum):
-        return Check(name, False, f"{version} is older than {minimum}; run: pip install -U '{name}>={minimum}'")
+        return Check(name, False, f"not installed; run: pip install '{name}{wanted}'")
+    for op, bound in clauses:
+        if not _satisfies(version, op, bound):
+            why = f"older than {bound}" if op in (">=", ">", "~=") else f"not {op}{bound}"
+            return Check(name, False, f"{version} is {why}; run: pip install -U '{name}{wanted}'")
     return Check(name, True, version)
 
 
-def check_environment(requirements: dict[str, str] | None = None) -> list[Check]:
+def check_environment(requirements: dict[str, str] | None = None, *, extras: Sequence[str] = ()) -> list[Check]:
     """Check Python, each required package, the native GLM class and the device.
 
     Args:
-        requirements: distribution -> minimum version; default :data:`REQUIREMENTS`.
+        requirements: distribution -> version specifier (``">=2.4"``, ``">=5.0,<6"``, or a bare
+            minimum ``"2.4"``); default: the installed kit's own requirements
+            (:func:`kit_requirements`), so the list is the one ``pyproject.toml`` declares.
+        extras: with the default requirements, also check these optional groups (``"lab"``,
+            ``"test"``).
 
     Returns:
         One :class:`Check` per item, in a stable order.
+
+    Introduced in notebook 00.
 
     Example:
         >>> checks = check_environment({"torch": "2.4"})
@@ -77,19 +151,25 @@ def check_environment(requirements: dict[str, str] | None = None) -> list[Check]
         >>> str(check_environment({"no-such-package-xyz": "1.0"})[1])
         "[FAIL] no-such-package-xyz: not installed; run: pip install 'no-such-package-xyz>=1.0'"
     """
-    requirements = REQUIREMENTS if requirements is None else requirements
     py = sys.version_info
     checks = [Check("python", py >= (3, 10), f"{py.major}.{py.minor}.{py.micro} (need 3.10 or newer)")]
-    checks += [_check_package(name, minimum) for name, minimum in requirements.items()]
-    if requirements is REQUIREMENTS:
-        try:
-            importlib.import_module("transformers").GlmForCausalLM  # noqa: B018
-            checks.append(Check("GlmForCausalLM", True, "transformers has the native GLM"))
-        except (ImportError, AttributeError) as err:
-            checks.append(Check("GlmForCausalLM", False, f"missing ({err}); upgrade transformers"))
-        from flglm_kit.device import get_device
+    if requirements is not None:
+        return checks + [_check_package(name, spec) for name, spec in requirements.items()]
+    try:
+        wanted = kit_requirements(extras)
+    except metadata.PackageNotFoundError:
+        checks.append(Check(DISTRIBUTION, False, "not installed, so its requirements are unknown; "
+                            "run: pip install -e '.[lab]' in the repository (or bash scripts/lab.sh)"))
+        return checks
+    checks += [_check_package(name, spec) for name, spec in wanted.items()]
+    try:
+        importlib.import_module("transformers").GlmForCausalLM  # noqa: B018
+        checks.append(Check("GlmForCausalLM", True, "transformers has the native GLM"))
+    except (ImportError, AttributeError) as err:
+        checks.append(Check("GlmForCausalLM", False, f"missing ({err}); upgrade transformers"))
+    from flglm_kit.device import get_device
 
-        checks.append(Check("device", True, f"{get_device()} (a GPU only makes things faster)"))
+    checks.append(Check("device", True, f"{get_device()} (a GPU only makes things faster)"))
     return checks
 
 
