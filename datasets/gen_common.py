@@ -15,7 +15,7 @@ from typing import Any, TypeVar, Union
 
 # A slot's options: a list of strings to choose from, or a function of the RNG. Typed loosely
 # (Any) because grammars are literal data tables, mixed with plain Python values.
-Expansion = Union[Sequence[str], Callable[[random.Random], str]]
+Expansion = Union[Sequence[str], Callable[[random.Random], str]]  # noqa: UP007 - a runtime alias on Python 3.10
 Grammar = dict[str, Any]
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from gen_common import Grammar, bind, expand, integer, ordered, pick, rng_for, sentence, words
+from gen_common import Grammar, bind, expand, ordered, pick, rng_for, sentence, words
 import gen_corpus_extra
 from gen_facts import HOWTO_TASKS, SCIENCE_TOPICS
 from gen_lexicon import (ACTIVITIES, COMMON, FEELINGS, FRUITS, INSTRUMENTS, JOBS, OBJECTS,

@@ -87,7 +87,7 @@ class SplitClient:
         >>> client.train_step(torch.tensor([[3.0, 4.0]]))
         Traceback (most recent call last):
         ...
-        ValueError: input_ids must hold integer token ids, not torch.float32; tokenize the text first (or call .long() on integer-valued ids)
+        ValueError: input_ids must hold integer token ids, not torch.float32; tokenize the text first ...
     """
 
     def __init__(self, head: InputBlock, tail: OutputBlock | None, *, client_id: str, transport: Transport,
@@ -113,7 +113,9 @@ class SplitClient:
         if self.tail is not None:
             self.tail.to(self.device)
         self.dtype = params[0].dtype if params else torch.float32
-        self.vocab_size: int = self.head.embed_tokens.num_embeddings
+        weight = self.head.embed_tokens.weight
+        assert isinstance(weight, torch.Tensor)
+        self.vocab_size = int(weight.shape[0])
         self.optimizer = optimizer(params)
         self.channel: SecureChannel | PlaintextChannel | None = None
         self.step = 0
@@ -135,8 +137,7 @@ class SplitClient:
             self.channel = PlaintextChannel(self.client_id)
             return
         assert self.server_fingerprint is not None
-        handshake = ClientHandshake(self.client_id, self.identity, self.server_fingerprint,
-                                    **({"binding": self.binding} if self.binding else {}))  # TEMP until crypto binding lands
+        handshake = ClientHandshake(self.client_id, self.identity, self.server_fingerprint, binding=self.binding)
         reply = self.transport.request(handshake.hello())
         self._raise_if_error(reply)
         self.channel = handshake.finish(reply)
@@ -350,7 +351,7 @@ class TrainStep:
         client.optimizer.zero_grad(set_to_none=True)
         self._acts: torch.Tensor | None = client.head(input_ids, spans)  # (B, T, H)   phase 1
         naive = client.tail is None
-        msg = client._activations_message(self._acts, spans, mode="train", labels=labels if naive else None)  # type: ignore[arg-type]
+        msg = client._activations_message(self._acts, spans, mode="train", labels=labels if naive else None)
         self._expect = "activation_grads" if naive else "trunk_output"
         self._outgoing: bytes | None = client._seal(msg)
 

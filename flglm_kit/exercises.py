@@ -208,7 +208,8 @@ def check_scheduler(make: type[Scheduler] | Callable[[], Scheduler], *, rounds: 
                 report(False, f"round {r + 1}: {len(result.dropped)} client step(s) failed, e.g. {cid}: {why}")
                 return finish()
             losses[name].append(result.losses)
-    report(True, f"every client's step completed in {len(plan)} rounds (the last without {feds['yours'].clients[-1].client_id})")
+    absent = feds["yours"].clients[-1].client_id
+    report(True, f"every client's step completed in {len(plan)} rounds (the last without {absent})")
     steps = feds["yours"].server.steps_done
     report(steps == len(plan), f"one optimizer step per round: {steps} steps in {len(plan)} rounds")
     gap = max(abs(y[c] - ref[c]) for y, ref in zip(losses["yours"], losses["reference"]) for c in ref)

@@ -188,8 +188,8 @@ def mean_label_nll(model: Callable[..., Any], batches: Iterable[Mapping[str, tor
     """Token-weighted mean NLL of the label tokens (``labels != IGNORE_INDEX``), under ``torch.no_grad``.
 
     The model predicts token t + 1 from position t (Hugging Face convention: labels are not
-    shifted in the batch); the sum is :func:`flglm_kit.losses.next_token_loss`'s. Every label token weighs the same, whichever batch it is in: not a
-    mean of per-batch means.
+    shifted in the batch); the sum is :func:`flglm_kit.losses.next_token_loss`'s. Every label
+    token weighs the same, whichever batch it is in: not a mean of per-batch means.
 
     Args:
         model: called as ``model(input_ids=..., attention_mask=...)``; returns logits

@@ -4,9 +4,10 @@ A party-level defence (``SplitClient(noise_rel=...)`` calls it), so it lives bes
 and not among the attacks: the client never imports an attack. The client adds
 ``N(0, sigma^2)`` to its hidden states before they leave. What matters is sigma *relative to
 the activations' size* (BiSR, CCS 2024; FedSEA-LLaMA), so sigma is given as ``sigma_rel``
-times the root mean square of the tensor being sent. This is not differential privacy: there is no clipping and no accounting, and an attacker who trains on
-equally noised activations (``train_inverter(noise_rel=...)``) is much stronger than one who
-does not, and closest-candidate matching with the public input block
+times the root mean square of the tensor being sent. This is not differential privacy: there
+is no clipping and no accounting, and an attacker who trains on equally noised activations
+(``train_inverter(noise_rel=...)``) is much stronger than one who does not, and
+closest-candidate matching with the public input block
 (``whitebox_token_matching(..., max_candidates=16)``) is stronger still: at sigma_rel = 1 it
 recovers most tokens (notebook 03). Report its utility cost next to the recovery it prevents.
 

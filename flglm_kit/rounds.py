@@ -73,7 +73,8 @@ def run_round(work: Sequence[tuple[SplitClient, Batch]], *, poll_s: float = 0.01
     """
     ids = [client.client_id for client, _ in work]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"each client may take one step per round; repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"each client may take one step per round; repeated: {repeated}")
     start = time.perf_counter()
     result = RoundResult()
     steps: dict[str, tuple[TrainStep, PostingTransport]] = {}

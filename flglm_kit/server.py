@@ -178,7 +178,7 @@ class SplitServer:
         which moves only when a frame authenticates under the new keys.
         """
         welcome, channel = server_accept(frame, self.identity, self._enrolled, limits=self.limits,
-                                         **({"binding": self.binding} if self.binding else {}))  # TEMP until crypto binding lands
+                                         binding=self.binding)
         # Key the check on the signed nonce, not on the frame's bytes: the same hello re-encoded
         # (meta keys reordered, say) is still a replay.
         nonce = open_plain(frame, limits=self.limits).meta["nonce"]
@@ -354,6 +354,12 @@ class SplitServer:
     def outbox(self, client_id: str) -> deque[bytes]:
         """Sealed replies waiting for ``client_id``, oldest first."""
         return self._outbox.setdefault(client_id, deque())
+
+    def close(self) -> None:
+        """Release what the scheduler holds (the worker processes of ``ServerHierarchical(processes=True)``)."""
+        close = getattr(self.scheduler, "close", None)
+        if callable(close):
+            close()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The server's trainable weights (trunk, and the tail in the naive layout; the first replica's)."""

@@ -70,7 +70,7 @@ _U63 = 2**63
 _HEADER_KEYS = frozenset({"kind", "client_id", "step", "seq", "meta", "tensors"})
 _TENSOR_KEYS = frozenset({"name", "dtype", "shape", "offset", "nbytes"})
 
-MetaValue = Union[str, int, float, bool]
+MetaValue = Union[str, int, float, bool]  # noqa: UP007 - a runtime alias, also on Python 3.10
 
 
 @dataclass(frozen=True)

@@ -140,8 +140,9 @@ def test_server_rejects_bad_input_and_keeps_serving():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureChannelWarning)
         from flglm_kit.crypto import PlaintextChannel
-        forged = PlaintextChannel("a").seal(Message("activations", "a", 99, tensors={"activations": torch.zeros(1, 4, 64)}))
-        stranger = PlaintextChannel("z").seal(Message("activations", "z", 1, tensors={"activations": torch.zeros(1, 4, 64)}))
+        zeros = {"activations": torch.zeros(1, 4, 64)}
+        forged = PlaintextChannel("a").seal(Message("activations", "a", 99, tensors=zeros))
+        stranger = PlaintextChannel("z").seal(Message("activations", "z", 1, tensors=zeros))
     hostile = {
         "garbage": b"\x00garbage",
         "empty": b"",

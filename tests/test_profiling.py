@@ -47,10 +47,9 @@ def test_leaving_the_block_restores_every_method_even_after_an_error():
     fed = small_federation(tiny_model(seed=0), num_clients=2, scheduler=ServerHierarchical(2))
     objects = [*fed.clients, *(c.channel for c in fed.clients), fed.server, *fed.server.computes, fed.server.scheduler]
     before = [set(vars(o)) for o in objects]  # attribute names: the round changes values (step counters)
-    with pytest.raises(KeyError):
-        with PhaseTimer(fed.server, fed.clients):
-            run_round([(c, batch(i)) for i, c in enumerate(fed.clients)])
-            raise KeyError("boom")
+    with pytest.raises(KeyError), PhaseTimer(fed.server, fed.clients):
+        run_round([(c, batch(i)) for i, c in enumerate(fed.clients)])
+        raise KeyError("boom")
     assert [set(vars(o)) for o in objects] == before
     assert fed.clients[0].begin_train_step.__func__ is SplitClient.begin_train_step
     assert not {"submit", "reply", "forward_train", "backward", "average", "seal", "open"} & set().union(*before)
@@ -59,9 +58,8 @@ def test_leaving_the_block_restores_every_method_even_after_an_error():
 def test_a_timer_is_used_once():
     fed = small_federation(tiny_model(seed=0), num_clients=1)
     timer = PhaseTimer(fed.server, fed.clients)
-    with timer:
-        with pytest.raises(RuntimeError, match="already in use"):
-            timer.__enter__()
+    with timer, pytest.raises(RuntimeError, match="already in use"):
+        timer.__enter__()
 
 
 def test_the_parallel_replay_shows_who_waits_for_whom():

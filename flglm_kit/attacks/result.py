@@ -1,7 +1,8 @@
 """How an attack is reported: :class:`AttackResult`, :func:`score`, :func:`results_table`.
 
 Every number an attack produces is reported with the attacker's knowledge and next to a
-prior-only baseline (templated text gives any guesser the template tokens for free, so "40 % of tokens" means nothing without the baseline beside it).
+prior-only baseline (templated text gives any guesser the template tokens for free, so "40 % of
+tokens" means nothing without the baseline beside it).
 
 Introduced in notebook 02.
 """
