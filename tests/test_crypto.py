@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flglm_kit import crypto
+from flglm_kit.crypto import handshake as handshake_module
 from flglm_kit.crypto import (
     ChannelError, ClientHandshake, FrameHeader, Identity, InsecureChannelWarning,
     PlaintextChannel, SecureChannel, open_plain, peek_header, plain_frame, server_accept,
@@ -265,10 +265,10 @@ def test_server_rejects_a_hello_under_the_wrong_frame_header(header: FrameHeader
 def test_a_low_order_ephemeral_key_is_refused() -> None:
     # Prepare: a malicious but enrolled client signs an all-zero X25519 key (a low-order point)
     handshake = ClientHandshake("c0", CLIENTS["c0"], SERVER.fingerprint)
-    fields = [b"c0", bytes(32), bytes(range(32)), CLIENTS["c0"].public_bytes]
+    fields = [b"c0", bytes(32), bytes(range(32)), CLIENTS["c0"].public_bytes, b""]
     meta = {"ephemeral_key": bytes(32).hex(), "nonce": bytes(range(32)).hex(),
-            "identity_key": CLIENTS["c0"].public_bytes.hex(),
-            "signature": CLIENTS["c0"].sign(b"client" + crypto._transcript(*fields)).hex()}
+            "identity_key": CLIENTS["c0"].public_bytes.hex(), "binding": "",
+            "signature": CLIENTS["c0"].sign(b"client" + handshake_module._transcript(*fields)).hex()}
     hello = refake(handshake.hello(), **meta)
     # Execute / Assert
     with pytest.raises(ChannelError, match="key agreement failed"):

@@ -27,6 +27,7 @@ import contextlib
 import copy
 import json
 import math
+import re
 import struct
 import time
 import traceback
@@ -56,7 +57,7 @@ REPLY_SECONDS = 2.0  # a reply slower than this counts as a hang
 TOL = 1e-5
 LR = 3e-3
 U63 = 2**63
-HELLO_KEYS = ("ephemeral_key", "identity_key", "nonce", "signature")
+HELLO_KEYS = ("ephemeral_key", "identity_key", "nonce", "signature", "binding")
 HELLO_SIZES = {"ephemeral_key": 32, "identity_key": 32, "nonce": 32, "signature": 64}
 SERVER_ONLY_KINDS = ("welcome", "trunk_output", "activation_grads", "error")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -379,8 +380,12 @@ def make_bad_hello(world: World, variant: str, target: str, name: str, index: in
     if variant == "tampered field":
         meta[key] = tamper(meta[key], how, step)
         bad_format = how != "flip" and meta[key] != real.meta[key]
-        text = (f"meta {key!r} must be {HELLO_SIZES[key]} bytes" if bad_format else
-                "not the enrolled one" if key == "identity_key" else "signature check failed")
+        if key == "binding":  # any other name-alphabet string is well formed: only the signature catches it
+            well_formed = isinstance(meta[key], str) and re.fullmatch(r"[A-Za-z0-9_.\-]{0,128}", meta[key]) is not None
+            text = "signature check failed" if well_formed else "meta 'binding' must be"
+        else:
+            text = (f"meta {key!r} must be {HELLO_SIZES[key]} bytes" if bad_format else
+                    "not the enrolled one" if key == "identity_key" else "signature check failed")
         return Hostile(hello_frame(cid, meta), text=text)
     if variant == "missing field":
         del meta[key]
@@ -566,7 +571,8 @@ def make_sealed_hello(world: World, meta: dict) -> Hostile:
 
 def reconnect_mallory(world: World) -> None:
     """Mallory runs a new, valid handshake: a new channel, and her pending step is dropped."""
-    handshake = ClientHandshake("mallory", world.mallory_identity, world.server.identity.fingerprint)
+    handshake = ClientHandshake("mallory", world.mallory_identity, world.server.identity.fingerprint,
+                                binding=world.server.binding)
     hello = handshake.hello()
     welcome = timed_request(world, hello)
     world.mallory = handshake.finish(welcome)

@@ -233,3 +233,30 @@ def test_the_transport_talks_to_any_frame_handler():
             return self.boxes.setdefault(client_id, deque())
 
     assert InProcessTransport(Echo()).request(b"abc") == b"cba"
+
+
+# -- parties built from different models or splits refuse each other ---------------------------
+
+@pytest.mark.parametrize("other", [dict(model_seed=0, num_hidden_layers=5), dict(model_seed=0, head_layers=2),
+                                   dict(model_seed=0, vocab_size=500)], ids=["layers", "cut", "vocab"])
+def test_a_client_from_another_model_or_split_is_refused_at_connect_time(other):
+    # Same hidden size everywhere: before the binding these pairs trained together silently.
+    from flglm_kit.client import SplitClient
+    from flglm_kit.split import split_model
+
+    other = dict(other)
+    head_layers = other.pop("head_layers", 1)
+    other.pop("model_seed")
+    parties = make_parties(tiny_model("glm", seed=0), client_ids=())
+    wrong = split_model(tiny_model("glm", seed=0, **other), head_layers=head_layers, tail_layers=1)
+    client = SplitClient(wrong.head, wrong.tail, client_id="x", transport=parties.transport,
+                         server_fingerprint=parties.server.identity.fingerprint)
+    parties.server.enroll("x", client.identity.public_bytes)
+    with pytest.raises(ServerError, match="was built for model/split .* this server for"):
+        client.connect()
+    right = split_model(tiny_model("glm", seed=0))
+    ok = SplitClient(right.head, right.tail, client_id="y", transport=parties.transport,
+                     server_fingerprint=parties.server.identity.fingerprint)
+    parties.server.enroll("y", ok.identity.public_bytes)
+    ok.connect()  # the same model and split connect
+    assert ok.train_step(torch.randint(3, 512, (1, 8))) > 0
