@@ -1,7 +1,8 @@
 """Tiny model configs for the supported families, built offline from a config (no download).
 
 The kit trains and tests on models small enough for a laptop CPU. Every family here has the
-Llama-like layout that :func:`flglm_kit.split_model` needs (DESIGN.md §5). A researcher swaps in
+Llama-like layout that :func:`flglm_kit.split_model` needs (ARCHITECTURE.md §1; the families it
+reproduces exactly are in :mod:`flglm_kit.families`). A researcher swaps in
 a real checkpoint with ``AutoModelForCausalLM.from_pretrained(path)``; the split and the parties
 do not care where the model came from.
 

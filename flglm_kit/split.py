@@ -1,4 +1,4 @@
-"""Split a Hugging Face decoder three ways: input block, trunk, output block (DESIGN.md §1).
+"""Split a Hugging Face decoder three ways: input block, trunk, output block (ARCHITECTURE.md §1).
 
 ::
 
@@ -21,7 +21,9 @@ Introduced in notebook 01.
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +32,11 @@ import torch
 from torch import nn
 from transformers import masking_utils
 
+from flglm_kit.families import Family, check_config, family_of
 from flglm_kit.losses import next_token_loss
 
-__all__ = ["Spans", "InputBlock", "Trunk", "OutputBlock", "SplitModel", "SplitOutput", "split_model"]
+__all__ = ["Spans", "InputBlock", "Trunk", "OutputBlock", "SplitModel", "SplitOutput", "split_model",
+           "split_fingerprint"]
 
 _REQUIRED = ("model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb", "lm_head")
 
@@ -151,9 +155,9 @@ def _check_layout(model: nn.Module) -> None:
     if missing:
         raise TypeError(
             f"{type(model).__name__} does not have the Llama-like layout split_model needs: "
-            f"missing {', '.join(missing)}. Supported: GlmForCausalLM, Glm4ForCausalLM, "
-            "LlamaForCausalLM, Qwen2ForCausalLM and relatives with model.embed_tokens, "
-            "model.layers, model.norm, model.rotary_emb and lm_head."
+            f"missing {', '.join(missing)}. Supported: the families listed in the README "
+            "('Supported model families'), all with model.embed_tokens, model.layers, model.norm, "
+            "model.rotary_emb and lm_head."
         )
 
 
@@ -185,9 +189,14 @@ def _causal_masks(config: Any, hidden: torch.Tensor, mask2d: torch.Tensor, posit
 class _Part(nn.Module):
     """A run of decoder blocks with its own rotary embedding; blocks keep their original index."""
 
-    def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module]) -> None:
+    #: the handshake's fingerprint of the model and the cut (see :func:`split_fingerprint`).
+    fingerprint: str = ""
+
+    def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module],
+                 family: Family | None = None) -> None:
         super().__init__()
         self.config = config
+        self.family = family or Family()
         self.rotary_emb = rotary_emb
         # Keyed by the original block index, so parameter names line up with the whole model's.
         self.layers = nn.ModuleDict({str(i): layer for i, layer in layers.items()})
@@ -197,8 +206,18 @@ class _Part(nn.Module):
         return [int(k) for k in self.layers.keys()]
 
     def _layer_type(self, index: int) -> str:
+        if self.family.window_all_layers:  # Mistral's rule: one window for every block, if any
+            return "full_attention" if self.config.sliding_window is None else "sliding_attention"
         types = getattr(self.config, "layer_types", None)
         return types[index] if types else "full_attention"
+
+    def _position_embeddings(self, hidden: torch.Tensor, position_ids: torch.Tensor,
+                             types: set[str]) -> dict[str, Any]:
+        """Rotary (cos, sin), each (1, T, d), per layer type: one theta for all, or one per type."""
+        if self.family.rotary_per_layer_type:
+            return {t: self.rotary_emb(hidden, position_ids, t) for t in types}
+        shared = self.rotary_emb(hidden, position_ids)
+        return {t: shared for t in types}
 
     def run_layers(self, hidden: torch.Tensor, spans: Spans) -> torch.Tensor:
         """Run this part's blocks on ``hidden`` (B, T, H) with the mask and rotary rebuilt from ``spans``."""
@@ -209,10 +228,11 @@ class _Part(nn.Module):
         mask2d = spans.attention_mask().to(hidden.device)  # (B, T)
         types = {self._layer_type(i) for i in self.layer_indices}
         masks = _causal_masks(self.config, hidden, mask2d, position_ids, types)
-        position_embeddings = self.rotary_emb(hidden, position_ids)  # (cos, sin), each (1, T, d)
+        rotary = self._position_embeddings(hidden, position_ids, types)
         for key, layer in self.layers.items():
-            out = layer(hidden, attention_mask=masks[self._layer_type(int(key))],
-                        position_embeddings=position_embeddings, position_ids=position_ids)
+            layer_type = self._layer_type(int(key))
+            out = layer(hidden, attention_mask=masks[layer_type],
+                        position_embeddings=rotary[layer_type], position_ids=position_ids)
             hidden = out[0] if isinstance(out, tuple) else out  # (B, T, H)
         return hidden
 
@@ -221,13 +241,19 @@ class InputBlock(_Part):
     """The client's input block: embedding + the first ``head_layers`` decoder blocks."""
 
     def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module],
-                 embed_tokens: nn.Module) -> None:
-        super().__init__(config, rotary_emb, layers)
+                 embed_tokens: nn.Module, family: Family | None = None) -> None:
+        super().__init__(config, rotary_emb, layers, family)
         self.embed_tokens = embed_tokens
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, H) embeddings, scaled as the family's model scales them."""
+        hidden = self.embed_tokens(input_ids)  # (B, T, H)
+        scale = self.family.embed_scale(self.config) if self.family.embed_scale else None
+        return hidden if scale is None else hidden * scale
 
     def forward(self, input_ids: torch.Tensor, spans: Spans) -> torch.Tensor:
         """(B, T) token ids -> (B, T, H) activations to send to the server."""
-        return self.run_layers(self.embed_tokens(input_ids), spans)
+        return self.run_layers(self.embed(input_ids), spans)
 
 
 class Trunk(_Part):
@@ -242,16 +268,20 @@ class OutputBlock(_Part):
     """The output block: the last ``tail_layers`` blocks + final norm + LM head + loss."""
 
     def __init__(self, config: Any, rotary_emb: nn.Module, layers: dict[int, nn.Module],
-                 norm: nn.Module, lm_head: nn.Module) -> None:
-        super().__init__(config, rotary_emb, layers)
+                 norm: nn.Module, lm_head: nn.Module, family: Family | None = None) -> None:
+        super().__init__(config, rotary_emb, layers, family)
         self.norm = norm
         self.lm_head = lm_head
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) normed hidden states -> (B, T, V) logits, mapped as the family's model maps them."""
+        logits = self.lm_head(hidden)  # (B, T, V)
+        return self.family.logits(logits, self.config) if self.family.logits else logits
 
     def forward(self, hidden: torch.Tensor, spans: Spans,
                 labels: torch.Tensor | None = None) -> SplitOutput:
         """(B, T, H) hidden states -> logits (B, T, V) and, given labels (B, T), the loss."""
-        hidden = self.norm(self.run_layers(hidden, spans))
-        logits = self.lm_head(hidden)  # (B, T, V)
+        logits = self.logits(self.norm(self.run_layers(hidden, spans)))  # (B, T, V)
         loss = None
         if labels is not None:
             loss = next_token_loss(logits, labels)
@@ -277,6 +307,11 @@ class SplitModel(nn.Module):
         self.head, self.trunk, self.tail = head, trunk, tail
         self.tail_on_server = tail_on_server
         self.config = trunk.config
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint every part carries (see :func:`split_fingerprint`)."""
+        return self.trunk.fingerprint
 
     @property
     def placement(self) -> dict[str, str]:
@@ -341,8 +376,41 @@ class SplitModel(nn.Module):
         return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
 
 
+#: config keys that say how a model was saved or run, not what it computes.
+_VOLATILE = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
+
+
+def split_fingerprint(config: Any, *, head_layers: int, tail_layers: int, tail_on_server: bool) -> str:
+    """Hex SHA-256 of the model's config and the cut: equal on both sides of a handshake iff they match.
+
+    Keys that do not change what the model computes (its path, the transformers version, the
+    dtype, the attention implementation) are left out, so a float16 server and a float32 client
+    of the same model agree.
+
+    Args:
+        config: the model's ``transformers`` config.
+        head_layers, tail_layers, tail_on_server: the cut, as given to :func:`split_model`.
+
+    Returns:
+        64 hex characters.
+
+    Example:
+        >>> from flglm_kit.models import tiny_config
+        >>> a = split_fingerprint(tiny_config("glm"), head_layers=1, tail_layers=1, tail_on_server=False)
+        >>> b = split_fingerprint(tiny_config("glm"), head_layers=2, tail_layers=1, tail_on_server=False)
+        >>> len(a), a == b
+        (64, False)
+    """
+    fields = {k: v for k, v in config.to_dict().items()
+              if k not in _VOLATILE and not k.startswith("_attn_implementation")}
+    cut = {"head_layers": head_layers, "tail_layers": tail_layers, "tail_on_server": tail_on_server}
+    text = json.dumps({"config": fields, "cut": cut}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
-                tail_on_server: bool = False, copy_weights: bool = True) -> SplitModel:
+                tail_on_server: bool = False, copy_weights: bool = True,
+                allow_empty_trunk: bool = False) -> SplitModel:
     """Split a Llama-layout causal LM into input block, trunk and output block.
 
     Args:
@@ -356,13 +424,19 @@ def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
         copy_weights: deep-copy the parts (the original model stays usable). ``False`` moves
             the original modules into the parts, saving memory for a large checkpoint; do not
             use the original model afterwards.
+        allow_empty_trunk: accept ``head_layers + tail_layers`` equal to the number of blocks,
+            which leaves the server no block (it only relays activations). Off by default, since
+            it is almost always a wrong layer count.
 
     Returns:
-        A :class:`SplitModel`.
+        A :class:`SplitModel`; each part and the split carry the same ``fingerprint``
+        (:func:`split_fingerprint`).
 
     Raises:
-        TypeError: the model lacks the layout (the message names what is missing).
-        ValueError: the layer counts do not fit, or tied embeddings would straddle the parties.
+        TypeError: the model lacks the layout (the message names what is missing), or its family
+            is not one the split reproduces exactly (the message names the feature).
+        ValueError: the config turns on an option the split does not reproduce, the layer counts
+            do not fit, or tied embeddings would straddle the parties.
 
     Example:
         >>> from flglm_kit.models import tiny_model
@@ -371,13 +445,21 @@ def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
         ([0], [1, 2], [3])
     """
     _check_layout(model)
+    family = family_of(model)
+    check_config(model)
     inner: Any = model.model
     lm_head: Any = model.lm_head
     n_layers = len(inner.layers)
     if head_layers < 0 or tail_layers < 0 or head_layers + tail_layers > n_layers:
         raise ValueError(
             f"head_layers={head_layers} and tail_layers={tail_layers} must be non-negative and "
-            f"leave the server at least zero of the model's {n_layers} blocks"
+            f"add up to at most the model's {n_layers} blocks"
+        )
+    if head_layers + tail_layers == n_layers and not allow_empty_trunk:
+        raise ValueError(
+            f"head_layers={head_layers} and tail_layers={tail_layers} leave the server none of the "
+            f"model's {n_layers} blocks (an empty trunk); lower one of them, or pass "
+            "allow_empty_trunk=True if the server should only relay activations"
         )
     tied = lm_head.weight is inner.embed_tokens.weight
     if tied and tail_on_server:
@@ -399,10 +481,14 @@ def split_model(model: nn.Module, *, head_layers: int = 1, tail_layers: int = 1,
     tail_memo = server_memo if tail_on_server else client_memo
     head = InputBlock(take(model.config, client_memo), take(inner.rotary_emb, client_memo),
                       {i: take(layers[i], client_memo) for i in range(cut_a)},
-                      take(inner.embed_tokens, client_memo))
+                      take(inner.embed_tokens, client_memo), family)
     trunk = Trunk(take(model.config, server_memo), take(inner.rotary_emb, server_memo),
-                  {i: take(layers[i], server_memo) for i in range(cut_a, cut_b)})
+                  {i: take(layers[i], server_memo) for i in range(cut_a, cut_b)}, family)
     tail = OutputBlock(take(model.config, tail_memo), take(inner.rotary_emb, tail_memo),
                        {i: take(layers[i], tail_memo) for i in range(cut_b, n_layers)},
-                       take(inner.norm, tail_memo), take(lm_head, tail_memo))
+                       take(inner.norm, tail_memo), take(lm_head, tail_memo), family)
+    fingerprint = split_fingerprint(model.config, head_layers=head_layers, tail_layers=tail_layers,
+                                    tail_on_server=tail_on_server)
+    for part in (head, trunk, tail):
+        part.fingerprint = fingerprint
     return SplitModel(head, trunk, tail, tail_on_server=tail_on_server)

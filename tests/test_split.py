@@ -115,3 +115,23 @@ def test_summary_shows_each_side():
     text = split_model(tiny_model("glm"), head_layers=1, tail_layers=1).summary()
     assert "input block" in text and "client" in text and "server" in text
     assert "layers 1-2" in text and "lm_head" in text
+
+
+def test_an_empty_trunk_must_be_asked_for():
+    model = tiny_model("glm")  # 4 blocks
+    with pytest.raises(ValueError, match="allow_empty_trunk=True"):
+        split_model(model, head_layers=2, tail_layers=2)
+    split = split_model(model, head_layers=2, tail_layers=2, allow_empty_trunk=True)
+    assert split.trunk.layer_indices == []
+
+
+def test_every_part_carries_the_same_fingerprint_of_model_and_cut():
+    split = split_model(tiny_model("glm"))
+    prints = {split.fingerprint, split.head.fingerprint, split.trunk.fingerprint, split.tail.fingerprint}
+    assert len(prints) == 1 and len(split.fingerprint) == 64
+    assert split_model(tiny_model("glm", seed=7)).fingerprint == split.fingerprint  # weights are not in it
+    assert split_model(tiny_model("glm", dtype=torch.float64)).fingerprint == split.fingerprint
+    assert split_model(tiny_model("glm", num_hidden_layers=5)).fingerprint != split.fingerprint
+    assert split_model(tiny_model("glm", vocab_size=256)).fingerprint != split.fingerprint
+    assert split_model(tiny_model("glm"), head_layers=2).fingerprint != split.fingerprint
+    assert split_model(tiny_model("glm"), tail_layers=0, tail_on_server=True).fingerprint != split.fingerprint
