@@ -36,6 +36,8 @@ from flglm_kit.compute import OpenStep, TrunkCompute
 from flglm_kit.losses import supervised_tokens
 from flglm_kit.optim import OptimizerFactory
 from flglm_kit.split import OutputBlock, Trunk
+from flglm_kit.replicas import SubServerGroup
+from flglm_kit.subserver import OptimizerSpec, resolve_optimizer_spec
 from flglm_kit.wire import Message
 
 if TYPE_CHECKING:  # the server imports this module, not the other way round
@@ -344,12 +346,27 @@ class ServerHierarchical(Scheduler):
         groups: client id -> sub-server index; clients not listed are assigned round-robin in
             the order they first send a training request.
         moments: ``"local"`` (each replica keeps its optimizer's moments, as torch's
-            ``PeriodicModelAverager`` does) or ``"average"`` (average them too).
+            ``PeriodicModelAverager`` does) or ``"average"`` (every floating-point optimizer
+            state tensor, e.g. Adam's ``exp_avg``, ``exp_avg_sq`` and step count or SGD's
+            momentum buffer, gets the same token-weighted mean as the parameters).
+        processes: ``False`` (default): the replicas live in this process, on one device (a
+            single GPU, or the CPU). ``True``: each sub-server is its own process
+            (:class:`~flglm_kit.replicas.SubServerGroup`, started like ``torchrun`` starts
+            workers) and averaging is a ``torch.distributed`` all-reduce (gloo on the CPU, NCCL
+            with one GPU per sub-server). ``torch.distributed`` has no authentication and no
+            encryption: use it on your own machines only; it binds to ``host``.
+        optimizer_spec: with ``processes=True``, the optimizer each worker builds, as a
+            ``torch.optim`` class name and its keyword arguments (``("SGD", {"lr": 0.1})``); a
+            custom optimizer factory cannot reach another process without pickle, so it needs
+            a spec that makes the same optimizer. Default: the kit's AdamW, lr 1e-3.
+        host: with ``processes=True``, the address of the workers' rendezvous (``MASTER_ADDR``).
 
     Averaging is weighted by the supervised tokens each replica trained on since the last
     sync, so with ``sync_every=1`` and plain SGD it equals :class:`ClientBatching` over all
-    clients. Replicas live in this process (one device) unless the server is built with
-    process-backed computes.
+    clients. With ``processes=True`` the server's ``trunk`` (and ``state_dict()``) is a copy in
+    this process of the first replica, refreshed after each sync and at :meth:`close` (between
+    syncs it shows the last synced weights); ``server.computes[r].state_dict()`` fetches replica
+    ``r``'s weights now. Call ``server.close()`` (or :meth:`close`) to stop the workers.
 
     Example:
         >>> ServerHierarchical(sub_servers=2, sync_every=8).replicas
@@ -360,7 +377,8 @@ class ServerHierarchical(Scheduler):
 
     def __init__(self, sub_servers: int = 2, *, sync_every: int = 1, batch: bool = True,
                  groups: dict[str, int] | None = None, moments: str = "local", deadline_s: float = 60.0,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, processes: bool = False, optimizer_spec: OptimizerSpec | None = None,
+                 host: str = "127.0.0.1") -> None:
         super().__init__(deadline_s=deadline_s, clock=clock)
         if sub_servers < 1 or sync_every < 1:
             raise ValueError(f"sub_servers and sync_every must be >= 1, got {sub_servers} and {sync_every}")
@@ -370,6 +388,29 @@ class ServerHierarchical(Scheduler):
         self.groups = dict(groups or {})
         self.syncs = 0
         self._barrier_since: float | None = None  # when the first replica reached sync_every
+        self.processes, self.optimizer_spec, self.host = processes, optimizer_spec, host
+        self.group: SubServerGroup | None = None  # the worker processes, with processes=True
+
+    def make_computes(self, trunk: Trunk, *, tail: OutputBlock | None, optimizer: OptimizerFactory,
+                      device: torch.device | None) -> list[TrunkCompute]:
+        """The M replicas: in this process, or (``processes=True``) one worker process each.
+
+        Raises:
+            ValueError: ``processes=True`` with a custom optimizer factory and no matching ``optimizer_spec``.
+            SubServerError: a worker process failed to start.
+        """
+        if not self.processes:
+            return super().make_computes(trunk, tail=tail, optimizer=optimizer, device=device)
+        spec = resolve_optimizer_spec(optimizer, self.optimizer_spec)
+        self.group = SubServerGroup(trunk, tail=tail, replicas=self.replicas, optimizer_spec=spec, device=device,
+                                    host=self.host)
+        computes: list[TrunkCompute] = list(self.group.computes)
+        return computes
+
+    def close(self) -> None:
+        """Stop the worker processes (``processes=True``; nothing to do otherwise). Idempotent."""
+        if self.group is not None:
+            self.group.close()
 
     def group_of(self, client_id: str) -> int:
         """The sub-server that serves ``client_id`` (assigned on first sight)."""
@@ -380,9 +421,12 @@ class ServerHierarchical(Scheduler):
     def bind(self, server: SplitServer, computes: list[TrunkCompute]) -> None:
         super().bind(server, computes)
         self.runners = [
-            _StepRunner(self, compute, max_clients=None if self.batch else 1, wait_for=1,
-                        accept=lambda m, r=r: self.group_of(m.client_id) == r)
+            _StepRunner(self, compute, max_clients=None if self.batch else 1, wait_for=1, accept=self._serves(r))
             for r, compute in enumerate(computes)]
+
+    def _serves(self, replica: int) -> Callable[[Message], bool]:
+        """Whether a request is for ``replica``'s group."""
+        return lambda m: self.group_of(m.client_id) == replica
 
     def run(self) -> int:
         answered = 0
@@ -422,15 +466,20 @@ class ServerHierarchical(Scheduler):
         weights = [float(r.tokens_since_sync) for r in self.runners]
         total = sum(weights)
         weights = [w / total for w in weights] if total > 0 else [1.0 / len(weights)] * len(weights)
-        groups = zip(*(r.compute.params for r in self.runners))
-        for params in groups:
-            mean = sum(w * p for w, p in zip(weights, params))
-            for p in params:
-                p.copy_(mean)  # type: ignore[arg-type]
-        if self.moments == "average":
-            self._average_moments(weights)
+        if self.group is not None:  # each worker all-reduces its share; the versions come back from the workers
+            self.group.average(weights, moments=self.moments == "average")
+            self.group.computes[0].pull()  # the server's copy of the first replica: the averaged weights
+        else:
+            groups = zip(*(r.compute.params for r in self.runners))
+            for params in groups:
+                mean = sum(w * p for w, p in zip(weights, params))
+                for p in params:
+                    p.copy_(mean)
+            if self.moments == "average":
+                self._average_moments(weights)
+            for r in self.runners:
+                r.compute.version += 1  # the weights moved
         for r in self.runners:
-            r.compute.version += 1  # the weights moved
             r.tokens_since_sync = r.steps_since_sync = 0
         self.syncs += 1
         self._barrier_since = None
