@@ -25,6 +25,7 @@ with its replicas in one process; ``processes=True`` reaches this module.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -76,10 +77,8 @@ def _shutdown(procs: list[_Proc], setup_dir: Path) -> None:
     """End the workers by pid: EOF on their stdin, then SIGTERM, then SIGKILL; remove the setup dir."""
     for proc in procs:
         if proc.popen.stdin is not None and not proc.popen.stdin.closed:
-            try:
+            with contextlib.suppress(OSError):
                 proc.popen.stdin.close()
-            except OSError:
-                pass
     for proc in procs:
         for stop in (None, proc.popen.terminate, proc.popen.kill):
             if stop is not None and proc.popen.poll() is None:
@@ -273,10 +272,8 @@ class SubServerGroup:
         The first replica's weights are copied back first, so ``server.trunk`` keeps the final weights.
         """
         if self.alive and getattr(self, "computes", None):
-            try:
+            with contextlib.suppress(SubServerError):
                 self.computes[0].pull()
-            except SubServerError:
-                pass
         self._finalizer()
 
 
@@ -380,7 +377,8 @@ class ProcessCompute(TrunkCompute):
         if not isinstance(step, RemoteStep) or step.rank != self.rank:
             raise TypeError("this step was not opened by this sub-server")
         parts = [encode(Message("output_grads", cid, step.members[cid].step, tensors={"output_grads": grad},
-                                meta={"tokens": int(tokens)}), limits=PIPE_LIMITS) for cid, (grad, tokens) in grads.items()]
+                                meta={"tokens": int(tokens)}), limits=PIPE_LIMITS)
+                 for cid, (grad, tokens) in grads.items()]
         _, out = self.group.call(self.rank, "backward", parts, key=step.key)
         return [decode(p, limits=PIPE_LIMITS) for p in out]
 

@@ -58,6 +58,14 @@ def is_eval_forward(msg: Message) -> bool:
     return msg.kind == "activations" and msg.meta.get("mode", "train") != "train"
 
 
+def _grads_of(client_id: str, step: int) -> Callable[[Message], bool]:
+    return lambda m: m.kind == "output_grads" and m.client_id == client_id and m.step == step
+
+
+def _train_forward_of(client_id: str) -> Callable[[Message], bool]:
+    return lambda m: is_train_forward(m) and m.client_id == client_id
+
+
 class Scheduler:
     """Base class: bound to one server, it runs queued requests on the server's computes.
 
@@ -105,12 +113,19 @@ class Scheduler:
         """When (on :attr:`clock`) something waiting will be forced to go on; ``None`` if nothing waits."""
         return None
 
+    def close(self) -> None:
+        """Release what this scheduler holds (nothing, unless it runs worker processes)."""
+
     # -- shared moves ------------------------------------------------------------------------
     def _run_evals(self, compute: TrunkCompute, accept: Callable[[Message], bool] = lambda m: True) -> int:
         msgs = self.desk.take(lambda m: is_eval_forward(m) and accept(m))
         if msgs:
-            self._guarded(msgs, lambda: [self.desk.reply(r) for r in compute.forward_eval(msgs)])
+            self._guarded(msgs, lambda: self._reply_all(compute.forward_eval(msgs)))
         return len(msgs)
+
+    def _reply_all(self, replies: list[Message]) -> None:
+        for reply in replies:
+            self.desk.reply(reply)
 
     def _guarded(self, msgs: list[Message], work: Callable[[], object]) -> bool:
         """Run ``work``; if it raises, every client in ``msgs`` gets an error and the server goes on."""
@@ -142,8 +157,7 @@ class Scheduler:
             compute.discard(step)
             return False
         given = {cid: (m.tensors["output_grads"], int(m.meta["tokens"])) for cid, m in grads.items()}
-        return self._guarded(list(grads.values()),
-                             lambda: [self.desk.reply(r) for r in compute.backward(step, given)])
+        return self._guarded(list(grads.values()), lambda: self._reply_all(compute.backward(step, given)))
 
     def _drop(self, client_id: str, step: int, why: str, *, notify: bool = True) -> None:
         self.dropped.append((client_id, step, why))
@@ -162,11 +176,10 @@ class Scheduler:
         for cid, member in step.members.items():
             if cid in grads:
                 continue
-            got = self.desk.take(lambda m, c=cid, s=member.step: m.kind == "output_grads" and m.client_id == c
-                                 and m.step == s, limit=1)
+            got = self.desk.take(_grads_of(cid, member.step), limit=1)
             if got:
                 grads[cid] = got[0]
-            elif self.desk.has(lambda m, c=cid: is_train_forward(m) and m.client_id == c):
+            elif self.desk.has(_train_forward_of(cid)):
                 abandoned.append(cid)  # it started a newer step: this one will never be finished
         return abandoned
 
@@ -432,7 +445,7 @@ class ServerHierarchical(Scheduler):
         answered = 0
         while True:
             progressed = False
-            for r, runner in enumerate(self.runners):
+            for runner in self.runners:
                 answered += self._run_evals(runner.compute, runner.accept)
                 if runner.busy():
                     progressed |= runner.try_finish()

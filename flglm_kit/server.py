@@ -357,9 +357,7 @@ class SplitServer:
 
     def close(self) -> None:
         """Release what the scheduler holds (the worker processes of ``ServerHierarchical(processes=True)``)."""
-        close = getattr(self.scheduler, "close", None)
-        if callable(close):
-            close()
+        self.scheduler.close()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The server's trainable weights (trunk, and the tail in the naive layout; the first replica's)."""

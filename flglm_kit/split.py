@@ -203,7 +203,7 @@ class _Part(nn.Module):
 
     @property
     def layer_indices(self) -> list[int]:
-        return [int(k) for k in self.layers.keys()]
+        return [int(k) for k in self.layers]
 
     def _layer_type(self, index: int) -> str:
         if self.family.window_all_layers:  # Mistral's rule: one window for every block, if any

@@ -109,7 +109,8 @@ def resolve_optimizer_spec(factory: OptimizerFactory, spec: OptimizerSpec | None
     try:
         json.dumps(kwargs)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"optimizer_spec's keyword arguments must be JSON numbers, strings, booleans or lists: {err}")
+        raise ValueError("optimizer_spec's keyword arguments must be JSON numbers, strings, booleans or "
+                         f"lists: {err}") from None
     wanted = cls([torch.nn.Parameter(torch.zeros(1))], **_kwargs(kwargs))
     if factory is not default_optimizer:
         made = factory([torch.nn.Parameter(torch.zeros(1))])
@@ -223,7 +224,8 @@ class _Worker:
             present = torch.tensor([1 if state.get(p) else 0 for p in compute.params], device=device)
             dist.all_reduce(present, op=dist.ReduceOp.MIN)
             tensors = [state[p][key] for p, keep in zip(compute.params, present.tolist()) if keep
-                       for key in sorted(state[p]) if torch.is_tensor(state[p][key]) and state[p][key].is_floating_point()]
+                       for key in sorted(state[p])
+                       if torch.is_tensor(state[p][key]) and state[p][key].is_floating_point()]
             _all_reduce_mean(tensors, weight, device)
         compute.version += 1
         return time.perf_counter() - start

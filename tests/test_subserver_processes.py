@@ -7,7 +7,6 @@ and the tests below read both runs; the last ones close the workers and check th
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
