@@ -22,8 +22,8 @@ to ``SETUP_DIR/subserver-R.log``.
 Security: ``torch.distributed`` has no authentication and no encryption. Run process-backed
 sub-servers only on machines you operate; the group binds to 127.0.0.1 by default.
 
-Not shown in a notebook yet: notebook 05 runs :class:`~flglm_kit.scheduling.ServerHierarchical`
-with its replicas in one process; ``processes=True`` reaches this module.
+Notebook 05 reaches this module through ``ServerHierarchical(processes=True)`` (it never calls
+it directly).
 """
 
 from __future__ import annotations
