@@ -83,7 +83,7 @@ def labels_from_logit_grads(dlogits: torch.Tensor) -> torch.Tensor:
     Example:
         >>> logits = torch.randn(1, 3, 11, requires_grad=True)
         >>> labels = torch.tensor([[4, 9, -100]])
-        >>> F.cross_entropy(logits.view(-1, 11), labels.view(-1)).backward()
+        >>> torch.nn.functional.cross_entropy(logits.view(-1, 11), labels.view(-1)).backward()
         >>> labels_from_logit_grads(logits.grad).tolist()
         [[4, 9, -100]]
     """
