@@ -267,7 +267,35 @@ class _StepRunner:
             self.tokens_since_sync += int(tokens) if isinstance(tokens, int) else 1
 
 
-class Sequential(Scheduler):
+class _OneTrunk(Scheduler):
+    """One trunk, one open step at a time, of up to ``max_clients`` clients: the loop Sequential and
+    ClientBatching share (Sequential is client-batching with one client per trunk pass)."""
+
+    def __init__(self, *, max_clients: int | None, wait_for: int, deadline_s: float, clock: Clock) -> None:
+        super().__init__(deadline_s=deadline_s, clock=clock)
+        self.max_clients, self.wait_for = max_clients, wait_for
+
+    def bind(self, server: SplitServer, computes: list[TrunkCompute]) -> None:
+        super().bind(server, computes)
+        self.runner = _StepRunner(self, computes[0], max_clients=self.max_clients, wait_for=self.wait_for,
+                                  accept=lambda m: True)
+        self.runners = [self.runner]
+
+    def run(self) -> int:
+        answered = 0
+        while True:
+            answered += self._run_evals(self.computes[0])
+            progressed = self.runner.try_finish() if self.runner.busy() else self.runner.try_start()
+            if not progressed:
+                return answered
+            answered += 1
+
+    def next_deadline(self) -> float | None:
+        since = self.runner.waiting_since()
+        return None if since is None else since + self.deadline_s
+
+
+class Sequential(_OneTrunk):
     """One client's step at a time, in arrival order: vanilla split learning.
 
     A client whose training request arrives while another client's step is open waits until
@@ -281,26 +309,11 @@ class Sequential(Scheduler):
 
     name = "sequential"
 
-    def bind(self, server: SplitServer, computes: list[TrunkCompute]) -> None:
-        super().bind(server, computes)
-        self.runner = _StepRunner(self, computes[0], max_clients=1, wait_for=1, accept=lambda m: True)
-        self.runners = [self.runner]
-
-    def run(self) -> int:
-        answered = 0
-        while True:
-            answered += self._run_evals(self.computes[0])
-            progressed = self.runner.try_finish() if self.runner.busy() else self.runner.try_start()
-            if not progressed:
-                return answered
-            answered += 1
-
-    def next_deadline(self) -> float | None:
-        since = self.runner.waiting_since() if self.runner.busy() else None
-        return None if since is None else since + self.deadline_s
+    def __init__(self, *, deadline_s: float = 60.0, clock: Clock = time.monotonic) -> None:
+        super().__init__(max_clients=1, wait_for=1, deadline_s=deadline_s, clock=clock)
 
 
-class ClientBatching(Scheduler):
+class ClientBatching(_OneTrunk):
     """K clients' activations through one trunk forward and one backward, with one optimizer step.
 
     Args:
@@ -320,29 +333,10 @@ class ClientBatching(Scheduler):
     name = "client-batching"
 
     def __init__(self, clients: int | None = None, *, deadline_s: float = 60.0, clock: Clock = time.monotonic) -> None:
-        super().__init__(deadline_s=deadline_s, clock=clock)
         if clients is not None and clients < 1:
             raise ValueError(f"clients must be >= 1 or None, not {clients!r}")
+        super().__init__(max_clients=clients, wait_for=clients or 1, deadline_s=deadline_s, clock=clock)
         self.clients = clients
-
-    def bind(self, server: SplitServer, computes: list[TrunkCompute]) -> None:
-        super().bind(server, computes)
-        self.runner = _StepRunner(self, computes[0], max_clients=self.clients, wait_for=self.clients or 1,
-                                  accept=lambda m: True)
-        self.runners = [self.runner]
-
-    def run(self) -> int:
-        answered = 0
-        while True:
-            answered += self._run_evals(self.computes[0])
-            progressed = self.runner.try_finish() if self.runner.busy() else self.runner.try_start()
-            if not progressed:
-                return answered
-            answered += 1
-
-    def next_deadline(self) -> float | None:
-        since = self.runner.waiting_since()
-        return None if since is None else since + self.deadline_s
 
 
 class ServerHierarchical(Scheduler):
