@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import torch
@@ -397,6 +398,7 @@ class ServerHierarchical(Scheduler):
         self._barrier_since: float | None = None  # when the first replica reached sync_every
         self.processes, self.optimizer_spec, self.host = processes, optimizer_spec, host
         self.group: SubServerGroup | None = None  # the worker processes, with processes=True
+        self._pool: ThreadPoolExecutor | None = None
 
     def make_computes(self, trunk: Trunk, *, tail: OutputBlock | None, optimizer: OptimizerFactory,
                       device: torch.device | None) -> list[TrunkCompute]:
@@ -416,8 +418,17 @@ class ServerHierarchical(Scheduler):
 
     def close(self) -> None:
         """Stop the worker processes (``processes=True``; nothing to do otherwise). Idempotent."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self.group is not None:
             self.group.close()
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """One thread per sub-server process, each waiting on its worker's pipe."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.replicas, thread_name_prefix="sub-server")
+        return self._pool
 
     def group_of(self, client_id: str) -> int:
         """The sub-server that serves ``client_id`` (assigned on first sight)."""
@@ -435,16 +446,26 @@ class ServerHierarchical(Scheduler):
         """Whether a request is for ``replica``'s group."""
         return lambda m: self.group_of(m.client_id) == replica
 
+    def _turn(self, runner: _StepRunner) -> tuple[int, bool]:
+        """One replica's move: its evaluations, then finish its open step or start the next."""
+        answered = self._run_evals(runner.compute, runner.accept)
+        if runner.busy():
+            return answered, runner.try_finish()
+        if runner.steps_since_sync < self.sync_every:
+            return answered, runner.try_start()
+        return answered, False
+
     def run(self) -> int:
         answered = 0
         while True:
-            progressed = False
-            for runner in self.runners:
-                answered += self._run_evals(runner.compute, runner.accept)
-                if runner.busy():
-                    progressed |= runner.try_finish()
-                elif runner.steps_since_sync < self.sync_every:
-                    progressed |= runner.try_start()
+            for msg in self.desk.peek(lambda m: True):
+                self.group_of(msg.client_id)  # new clients join a group in arrival order
+            if self.group is None:  # replicas in this process take turns on its device
+                turns = [self._turn(runner) for runner in self.runners]
+            else:  # sub-server processes compute at the same time: one thread waits on each
+                turns = list(self._threads().map(self._turn, self.runners))
+            answered += sum(n for n, _ in turns)
+            progressed = any(p for _, p in turns)
             if self._barrier_reached():
                 self.average()
                 progressed = True

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -107,6 +108,8 @@ class SplitServer:
         self._channels: dict[str, Channel] = {}  # the live channel of each connected client
         self._fresh: dict[str, deque[Channel]] = {}  # new channels, live once a frame authenticates
         self._queue: deque[tuple[float, Message]] = deque()  # (arrival time, checked request)
+        # The queue and the outboxes may be used from several threads (one per sub-server process).
+        self._lock = threading.RLock()
         self._expect: dict[str, tuple[int, tuple[int, ...]]] = {}  # client -> (step, shape) of output grads owed
         self._outbox: dict[str, deque[bytes]] = {}
         self._taps: list[Callable[[Message], None]] = []
@@ -166,7 +169,8 @@ class SplitServer:
             return self._reject(msg.client_id, str(err), sealed=True)
         for tap in self._taps:
             tap(msg)
-        self._queue.append((self.scheduler.clock(), msg))
+        with self._lock:
+            self._queue.append((self.scheduler.clock(), msg))
         return None
 
     def _accept_hello(self, frame: bytes, client_id: str) -> bytes:
@@ -300,27 +304,31 @@ class SplitServer:
 
     def peek(self, pred: Callable[[Message], bool]) -> list[Message]:
         """Queued requests that match ``pred``, oldest first (they stay queued)."""
-        return [m for _, m in self._matching(pred)]
+        with self._lock:
+            return [m for _, m in self._matching(pred)]
 
     def has(self, pred: Callable[[Message], bool]) -> bool:
         """Whether a queued request matches ``pred``."""
-        return next(self._matching(pred), None) is not None
+        with self._lock:
+            return next(self._matching(pred), None) is not None
 
     def arrival_of(self, pred: Callable[[Message], bool]) -> float | None:
         """Arrival time of the oldest queued request that matches ``pred``."""
-        first = next(self._matching(pred), None)
+        with self._lock:
+            first = next(self._matching(pred), None)
         return None if first is None else first[0]
 
     def take(self, pred: Callable[[Message], bool], *, limit: int | None = None) -> list[Message]:
         """Remove and return the queued requests that match ``pred`` (at most ``limit``), oldest first."""
         taken: list[Message] = []
         kept: deque[tuple[float, Message]] = deque()
-        for item in self._queue:
-            if (limit is None or len(taken) < limit) and pred(item[1]):
-                taken.append(item[1])
-            else:
-                kept.append(item)
-        self._queue = kept
+        with self._lock:
+            for item in self._queue:
+                if (limit is None or len(taken) < limit) and pred(item[1]):
+                    taken.append(item[1])
+                else:
+                    kept.append(item)
+            self._queue = kept
         return taken
 
     def reply(self, msg: Message, *, awaits_grads: bool = False) -> None:
@@ -330,15 +338,17 @@ class SplitServer:
         except Exception as err:  # noqa: BLE001
             self.fail(msg, err)
             return
-        if awaits_grads:
-            self._expect[msg.client_id] = (msg.step, tuple(msg.tensors["hidden"].shape))
-        self.outbox(msg.client_id).append(frame)
+        with self._lock:
+            if awaits_grads:
+                self._expect[msg.client_id] = (msg.step, tuple(msg.tensors["hidden"].shape))
+            self.outbox(msg.client_id).append(frame)
 
     def refuse(self, client_id: str, step: int, text: str) -> None:
         """Tell ``client_id`` that its step ``step`` will not be served, and why."""
-        if self._expect.get(client_id, (None,))[0] == step:
-            del self._expect[client_id]
-        self.outbox(client_id).append(self._reject(client_id, text, sealed=True))
+        with self._lock:
+            if self._expect.get(client_id, (None,))[0] == step:
+                del self._expect[client_id]
+            self.outbox(client_id).append(self._reject(client_id, text, sealed=True))
 
     def fail(self, msg: Message, err: Exception) -> None:
         """Answer a request that failed while computing: the server's own reason, or a request id."""
