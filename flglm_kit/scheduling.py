@@ -361,8 +361,10 @@ class ServerHierarchical(Scheduler):
             single GPU, or the CPU). ``True``: each sub-server is its own process
             (:class:`~flglm_kit.replicas.SubServerGroup`, started like ``torchrun`` starts
             workers) and averaging is a ``torch.distributed`` all-reduce (gloo on the CPU, NCCL
-            with one GPU per sub-server). ``torch.distributed`` has no authentication and no
-            encryption: use it on your own machines only; it binds to ``host``.
+            with one GPU per sub-server); the scheduler hands each worker its group's work and
+            waits on all of them at once (one thread per worker), so they compute at the same
+            time. ``torch.distributed`` has no authentication and no encryption: use it on your
+            own machines only; it binds to ``host``.
         optimizer_spec: with ``processes=True``, the optimizer each worker builds, as a
             ``torch.optim`` class name and its keyword arguments (``("SGD", {"lr": 0.1})``); a
             custom optimizer factory cannot reach another process without pickle, so it needs
