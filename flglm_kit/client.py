@@ -19,6 +19,7 @@ Introduced in notebook 01.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Protocol
 
 import torch
@@ -42,6 +43,29 @@ class Transport(Protocol):
 
 class ServerError(RuntimeError):
     """The server refused a message; the text is the server's reason."""
+
+
+#: id(parameter) -> (the parameter, the live client that trains it), both held weakly.
+_OWNERS: dict[int, tuple[weakref.ref[torch.nn.Parameter], weakref.ref[SplitClient]]] = {}
+
+
+def _claim(client: SplitClient, params: list[torch.nn.Parameter]) -> None:
+    """Make ``client`` the owner of ``params``, refusing any that another live client trains."""
+    for p in params:
+        entry = _OWNERS.get(id(p))
+        owner = entry[1]() if entry is not None and entry[0]() is p else None
+        if owner is None or owner is client or owner.closed:
+            continue
+        if owner.client_id == client.client_id:  # the same client built again (a notebook cell re-run)
+            owner.close(reason=f"replaced by a newer SplitClient({client.client_id!r}) built from the same blocks")
+            continue
+        raise ValueError(
+            f"these blocks' parameters are already trained by the live client {owner.client_id!r}; two clients "
+            "sharing one copy would step the same weights twice. Give each client its own copy "
+            "(copy.deepcopy((split.head, split.tail)), or flglm_kit.federation.Federation, which does), "
+            f"or call close() on {owner.client_id!r} first")
+    for p in params:
+        _OWNERS[id(p)] = (weakref.ref(p), weakref.ref(client))
 
 
 class SplitClient:
@@ -116,6 +140,8 @@ class SplitClient:
         weight = self.head.embed_tokens.weight
         assert isinstance(weight, torch.Tensor)
         self.vocab_size = int(weight.shape[0])
+        self.closed: str | None = None  # why this client no longer trains (see close())
+        _claim(self, [p for p in params if p.requires_grad])
         self.optimizer = optimizer(params)
         self.channel: SecureChannel | PlaintextChannel | None = None
         self.step = 0
@@ -126,6 +152,13 @@ class SplitClient:
     def __repr__(self) -> str:
         state = "not connected" if self.channel is None else type(self.channel).__name__
         return f"SplitClient({self.client_id!r}, step {self.step}, {state})"
+
+    def close(self, *, reason: str = "closed") -> None:
+        """Stop training here and release these blocks, so that another client may take them."""
+        self.closed = reason
+        for key, (p_ref, c_ref) in list(_OWNERS.items()):
+            if c_ref() is self or p_ref() is None:
+                _OWNERS.pop(key, None)
 
     def connect(self) -> None:
         """Run the handshake with the server (or open a plaintext channel in insecure mode).
@@ -249,6 +282,8 @@ class SplitClient:
             raise RuntimeError(f"{self.client_id} has step {self._in_flight.step} in flight; finish it first")
         if self.channel is None:
             raise RuntimeError("call connect() before training")
+        if self.closed is not None:
+            raise RuntimeError(f"{self.client_id} no longer trains: {self.closed}")
         input_ids, spans, labels = self._check_batch(input_ids, attention_mask, labels)
         if labels is None:
             labels = input_ids.masked_fill(spans.attention_mask() == 0, IGNORE_INDEX)

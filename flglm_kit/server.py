@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from flglm_kit.aggregation import Aggregator
 from flglm_kit.crypto import (ChannelError, Identity, PlaintextChannel, SecureChannel, open_plain, peek_header,
                               plain_frame, server_accept)
 from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
@@ -116,6 +117,7 @@ class SplitServer:
         self._seen_hellos: dict[str, tuple[deque[bytes], set[bytes]]] = {}
         self.errors: deque[tuple[str, str]] = deque(maxlen=MAX_ERRORS)  # (client id, error text), newest last
         self.rejections = 0  # every error reply ever sent, also those no longer in ``errors``
+        self.aggregator = Aggregator()  # FedAvg rounds of the client blocks (notebook 06)
         self.scheduler.bind(self, self.computes)
 
     @property
@@ -163,6 +165,8 @@ class SplitServer:
             msg = self._open(frame, header.client_id)
         except ProtocolError as err:
             return self._reject(client_id, str(err), sealed=False)
+        if msg.kind == "client_update":
+            return self._client_update(msg)
         try:
             self._check_request(msg)
         except (ProtocolError, ValueError) as err:
@@ -288,6 +292,40 @@ class SplitServer:
             del self._expect[msg.client_id]
         else:
             raise RequestError(f"the server does not accept {msg.kind!r} messages from clients")
+
+    # -- FedAvg of the client blocks (notebook 06) ----------------------------------------
+    def _client_update(self, msg: Message) -> bytes | None:
+        """A client's model update (or a sealed package to relay): the aggregator takes it or it is refused."""
+        try:
+            with self._lock:
+                replies = self.aggregator.receive(msg, connected=set(self._channels))
+        except ProtocolError as err:
+            return self._reject(msg.client_id, str(err), sealed=True)
+        for tap in self._taps:
+            tap(msg)
+        for reply in replies:
+            self.reply(reply)
+        return None
+
+    def open_aggregation(self, round_: int, participants: list[str] | tuple[str, ...], *, sealed: bool) -> None:
+        """Start FedAvg round ``round_``: take one ``client_update`` from each participant.
+
+        With ``sealed=False`` the server averages the clients' blocks and returns the average;
+        with ``sealed=True`` it only relays updates sealed under the clients' group key.
+        """
+        unknown = [p for p in participants if p not in self._channels]
+        if unknown:
+            raise ValueError(f"participants {unknown} are not connected to this server")
+        with self._lock:
+            self.aggregator.open_round(round_, participants, sealed=sealed)
+
+    def close_aggregation(self) -> tuple[str, ...]:
+        """Finish the open round with the updates that arrived; returns the participants that sent none."""
+        with self._lock:
+            replies, absent = self.aggregator.close_round()
+        for reply in replies:
+            self.reply(reply)
+        return absent
 
     # -- computing: the scheduler's side -------------------------------------------------
     def run_pending(self) -> int:

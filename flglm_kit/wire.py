@@ -54,6 +54,7 @@ class WireError(ProtocolError, ValueError):
 
 KINDS: tuple[str, ...] = (
     "hello", "welcome", "activations", "trunk_output", "output_grads", "activation_grads", "error",
+    "client_update",  # FedAvg of the client blocks (notebook 06); new kinds go at the end: codes are indices
 )
 ALLOWED_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,

@@ -208,7 +208,8 @@ def test_client_errors_surface_the_servers_reason():
                          server_fingerprint=server_id.fingerprint)
     with pytest.raises(ServerError, match="unknown client 'stranger'"):
         client.connect()
-    impostor = SplitClient(split.head, split.tail, client_id="x", transport=InProcessTransport(server),
+    head, tail = copy.deepcopy((split.head, split.tail))  # a second live client needs its own blocks
+    impostor = SplitClient(head, tail, client_id="x", transport=InProcessTransport(server),
                            server_fingerprint=Identity.generate().fingerprint)
     server.enroll("x", impostor.identity.public_bytes)
     with pytest.raises(Exception, match="fingerprint"):

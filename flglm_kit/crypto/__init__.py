@@ -49,10 +49,13 @@ from flglm_kit.crypto.channels import InsecureChannelWarning, PlaintextChannel, 
 from flglm_kit.crypto.errors import ChannelError
 from flglm_kit.crypto.frames import FRAME_MAGIC, FRAME_VERSION, FrameHeader, open_plain
 from flglm_kit.crypto.frames import peek_header, plain_frame
+from flglm_kit.crypto.group import GroupCipher, GroupKeyPair, new_group_key, open_group_key, seal_group_key
 from flglm_kit.crypto.handshake import MAX_BINDING_LEN, ClientHandshake, Identity, server_accept
 
 __all__ = [
     "FRAME_MAGIC", "FRAME_VERSION", "MAX_BINDING_LEN", "ChannelError", "ClientHandshake",
-    "FrameHeader", "Identity", "InsecureChannelWarning", "PlaintextChannel", "SecureChannel",
-    "open_plain", "peek_header", "plain_frame", "server_accept",
+    "FrameHeader", "GroupCipher", "GroupKeyPair", "Identity", "InsecureChannelWarning", "PlaintextChannel",
+    "SecureChannel",
+    "new_group_key", "open_group_key", "open_plain", "peek_header", "plain_frame", "seal_group_key",
+    "server_accept",
 ]
