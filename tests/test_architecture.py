@@ -26,6 +26,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "aggregation": ("wire", "fedavg"),
     "fedclient": ("client", "crypto", "fedavg", "wire"),
     "checkpoint": (),
+    "stats": (),
     "scheduling": ("wire", "split", "losses", "optim", "compute", "subserver", "replicas"),
     "subserver": ("wire", "split", "losses", "optim", "compute", "models", "families", "subserver"),
     "replicas": ("wire", "split", "losses", "optim", "compute", "subserver", "replicas"),

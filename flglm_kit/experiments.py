@@ -1,0 +1,245 @@
+"""The comparison the mission promises: centralized, federated and local-only training on one budget.
+
+Three arms, each trained from the same pretrained checkpoint with the same parameter-efficient
+method, the same learning rate and the same number of samples, then scored on the same pooled
+test set (every site's test data):
+
+* **centralized**: one model sees all the clients' data pooled (batches of ``clients x batch``,
+  ``rounds x local_steps`` steps: the same samples and steps as one federated client's);
+* **federated**: the FL-GLM layout through :class:`~flglm_kit.federation.Federation`: each client
+  takes ``local_steps`` steps of ``batch`` on its own shard per round, then FedAvg of the client
+  blocks (the server's trunk is shared and steps on every client's batch);
+* **local-only**: each site trains alone on its own shard (``rounds x local_steps`` steps of
+  ``batch``), and is scored on everyone's test data; the arm's score is the mean over sites.
+
+Introduced in notebook 06.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from flglm_kit.data import Example, collate, encode_example, special_ids
+from flglm_kit.federation import Federation, PeftMethod
+from flglm_kit.finetune import evaluate_choices
+from flglm_kit.losses import next_token_loss
+from flglm_kit.split import SplitModel, split_model
+from flglm_kit.stats import Interval, mean_interval
+
+__all__ = ["Budget", "Setup", "RunScore", "Comparison", "run_arm", "compare", "ARMS", "peft_method"]
+
+ARMS = ("centralized", "federated", "local-only")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much each arm trains: ``rounds x local_steps`` steps of ``batch`` examples per client."""
+
+    rounds: int
+    local_steps: int
+    batch: int
+
+    @property
+    def steps(self) -> int:
+        return self.rounds * self.local_steps
+
+
+@dataclass
+class Setup:
+    """A task split across clients: each client's training shard and the pooled test set."""
+
+    task: str  # for :func:`flglm_kit.data.classification_choices`
+    shards: dict[str, list[Example]]
+    test: list[Example]
+    max_len: int = 128
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class RunScore:
+    """One trained model's accuracy on the pooled test set."""
+
+    arm: str
+    method: str
+    seed: int
+    accuracy: float
+    n: int
+    seconds: float
+    site: str | None = None  # local-only: which site trained it
+
+
+@dataclass
+class Comparison:
+    """Every run of a comparison, and its summary with 95 % intervals over seeds."""
+
+    setup_name: str
+    budget: Budget
+    runs: list[RunScore] = field(default_factory=list)
+
+    def arm(self, arm: str, method: str) -> Interval:
+        """Mean accuracy over seeds (local-only: each seed's mean over sites) with its 95 % t-interval."""
+        per_seed: dict[int, list[float]] = {}
+        for r in self.runs:
+            if r.arm == arm and r.method == method:
+                per_seed.setdefault(r.seed, []).append(r.accuracy)
+        if not per_seed:
+            raise KeyError(f"no run of arm {arm!r} with method {method!r}")
+        return mean_interval([sum(v) / len(v) for _, v in sorted(per_seed.items())])
+
+    def gap(self, arm_a: str, arm_b: str, method: str) -> Interval:
+        """``arm_a - arm_b``, paired by seed, with its 95 % t-interval."""
+        a, b = self._by_seed(arm_a, method), self._by_seed(arm_b, method)
+        seeds = sorted(set(a) & set(b))
+        return mean_interval([a[s] - b[s] for s in seeds])
+
+    def _by_seed(self, arm: str, method: str) -> dict[int, float]:
+        out: dict[int, list[float]] = {}
+        for r in self.runs:
+            if r.arm == arm and r.method == method:
+                out.setdefault(r.seed, []).append(r.accuracy)
+        return {s: sum(v) / len(v) for s, v in out.items()}
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(r.method for r in self.runs))
+
+    def table(self) -> str:
+        """One row per method: each arm's accuracy in % with its interval, and the two gaps."""
+        head = f"{'method':8} " + " ".join(f"{a:>24}" for a in ARMS) + f" {'fed - central':>22} {'fed - local':>22}"
+        rows = [head]
+        for m in self.methods:
+            cells = [self.arm(a, m).pct() for a in ARMS]
+            gaps = [self.gap("federated", "centralized", m), self.gap("federated", "local-only", m)]
+            rows.append(f"{m:8} " + " ".join(f"{c:>24}" for c in cells)
+                        + "".join(f" {100 * g.estimate:+6.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]".rjust(23)
+                                  for g in gaps))
+        n = {r.n for r in self.runs}
+        seeds = sorted({r.seed for r in self.runs})
+        rows.append(f"accuracy on {'/'.join(map(str, sorted(n)))} pooled test examples; seeds {seeds}; "
+                    "95 % t-intervals over seeds")
+        return "\n".join(rows)
+
+
+def peft_method(name: str, **options: Any) -> PeftMethod | None:
+    """``"full"`` (None), ``"lora"`` or ``"prefix"``, built with ``options``."""
+    if name == "full":
+        return None
+    if name == "lora":
+        from flglm_kit.lora import LoraSpec
+        lora: PeftMethod = LoraSpec(**options)
+        return lora
+    if name == "prefix":
+        from flglm_kit.prefix import PrefixSpec
+        prefix: PeftMethod = PrefixSpec(**options)
+        return prefix
+    raise ValueError(f"method must be 'full', 'lora' or 'prefix', not {name!r}")
+
+
+def _stream(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, *, batch: int, max_len: int,
+            seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless shuffled batches of ``examples`` (a new order each pass, from ``seed``)."""
+    encoded = [encode_example(ex, tokenizer, max_len=max_len) for ex in examples]
+    pad = special_ids(tokenizer).pad
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for start in range(0, len(order) - batch + 1, batch):
+            yield collate([encoded[i] for i in order[start:start + batch]], pad_id=pad)
+        if len(order) < batch:  # a shard smaller than one batch: use it whole
+            yield collate([encoded[i] for i in order], pad_id=pad)
+
+
+def _split(model_fn: Callable[[], torch.nn.Module], method: str, method_options: Mapping[str, Any]) -> SplitModel:
+    split = split_model(model_fn())
+    spec = peft_method(method, **method_options)
+    if spec is not None:
+        spec.apply(split)
+    return split
+
+
+def _train_alone(split: SplitModel, batches: Iterator[dict[str, torch.Tensor]], steps: int, lr: float) -> None:
+    params = [p for p in split.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    split.train()
+    for batch in itertools.islice(batches, steps):
+        out = split(batch["input_ids"], batch["attention_mask"])
+        loss = next_token_loss(out.logits, batch["labels"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    split.eval()
+
+
+def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
+            model_fn: Callable[[], torch.nn.Module], tokenizer: PreTrainedTokenizerBase, lr: float,
+            method_options: Mapping[str, Any] | None = None) -> list[RunScore]:
+    """Train and score one arm (local-only: one model per site); returns its scores."""
+    options = dict(method_options or {})
+    torch.manual_seed(seed)
+    clients = sorted(setup.shards)
+
+    def score(model: torch.nn.Module) -> float:
+        return evaluate_choices(model, tokenizer, setup.test, setup.task, max_len=setup.max_len)
+
+    start = time.perf_counter()
+    if arm == "centralized":
+        pooled = [ex for c in clients for ex in setup.shards[c]]
+        split = _split(model_fn, method, options)
+        _train_alone(split, _stream(pooled, tokenizer, batch=budget.batch * len(clients), max_len=setup.max_len,
+                                    seed=seed), budget.steps, lr)
+        return [RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start)]
+    if arm == "local-only":
+        out = []
+        for i, site in enumerate(clients):
+            split = _split(model_fn, method, options)
+            _train_alone(split, _stream(setup.shards[site], tokenizer, batch=budget.batch, max_len=setup.max_len,
+                                        seed=seed * 1000 + i), budget.steps, lr)
+            out.append(RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, site))
+            start = time.perf_counter()
+        return out
+    if arm == "federated":
+        fed = Federation(_split(model_fn, method, options), clients, aggregate="server", copy_split=False,
+                         optimizer=lambda ps: torch.optim.AdamW([p for p in ps if p.requires_grad], lr=lr))
+        streams = {c: _stream(setup.shards[c], tokenizer, batch=budget.batch, max_len=setup.max_len,
+                              seed=seed * 1000 + i) for i, c in enumerate(clients)}
+        for _ in range(budget.rounds):
+            fed.train_round({c: itertools.islice(s, budget.local_steps) for c, s in streams.items()},
+                            local_steps=budget.local_steps)
+        first = fed.clients[clients[0]]
+        assert first.tail is not None
+        whole = SplitModel(first.head, fed.server.trunk, first.tail, tail_on_server=False).eval()
+        result = RunScore(arm, method, seed, score(whole), len(setup.test), time.perf_counter() - start)
+        fed.close()
+        return [result]
+    raise ValueError(f"arm must be one of {ARMS}, not {arm!r}")
+
+
+def compare(setup: Setup, budget: Budget, *, methods: Sequence[str], seeds: Sequence[int],
+            model_fn: Callable[[], torch.nn.Module], tokenizer: PreTrainedTokenizerBase,
+            lr: Mapping[str, float], method_options: Mapping[str, Mapping[str, Any]] | None = None,
+            arms: Sequence[str] = ARMS, progress: Callable[[str], None] | None = None) -> Comparison:
+    """Every arm x method x seed; returns a :class:`Comparison` (``.table()`` prints it)."""
+    result = Comparison(setup.name or setup.task, budget)
+    for method, seed, arm in itertools.product(methods, seeds, arms):
+        runs = run_arm(arm, setup, budget, method=method, seed=seed, model_fn=model_fn, tokenizer=tokenizer,
+                       lr=lr[method], method_options=(method_options or {}).get(method))
+        result.runs += runs
+        if progress is not None:
+            acc = sum(r.accuracy for r in runs) / len(runs)
+            progress(f"{method:6} seed {seed} {arm:11} accuracy {acc:.3f} ({sum(r.seconds for r in runs):.0f} s)")
+    return result
+
+
+def copy_model(model: torch.nn.Module) -> Callable[[], torch.nn.Module]:
+    """A ``model_fn`` that hands out fresh copies of ``model`` (the pretrained checkpoint each arm starts from)."""
+    return lambda: copy.deepcopy(model)

@@ -1,0 +1,58 @@
+"""The three-arm comparison runs each arm on one budget, and its intervals are computed as stated."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from flglm_kit.data import Example, toy_tokenizer
+from flglm_kit.experiments import Budget, Comparison, RunScore, Setup, compare
+from flglm_kit.models import tiny_model
+from flglm_kit.stats import mean_interval, wilson_interval
+
+
+def _toy_setup() -> tuple[Setup, object]:
+    """Two sites that each see one label only: the local-only arm cannot learn the other."""
+    tok = toy_tokenizer(["red blue green cold warm fever cough rash yes no Answer: Note:"])
+
+    def ex(sign: str, label: str) -> Example:
+        return Example(f"Note: {sign} {sign}\nAnswer:", label, label, {"task": "boolq"})
+
+    shards = {"a": [ex("fever", "yes")] * 8, "b": [ex("rash", "no")] * 8}
+    test = [ex("fever", "yes"), ex("rash", "no")] * 3
+    return Setup("boolq", shards, test, max_len=16, name="toy"), tok
+
+
+def test_each_arm_trains_on_its_share_and_is_scored_on_the_pooled_test_set():
+    setup, tok = _toy_setup()
+    model = tiny_model("glm", vocab_size=32, seed=0)
+    budget = Budget(rounds=2, local_steps=2, batch=4)
+    result = compare(setup, budget, methods=["full"], seeds=[0], model_fn=lambda: model, tokenizer=tok,
+                     lr={"full": 1e-2})
+    arms = [(r.arm, r.site) for r in result.runs]
+    assert arms == [("centralized", None), ("federated", None), ("local-only", "a"), ("local-only", "b")]
+    assert all(r.n == 6 and 0.0 <= r.accuracy <= 1.0 for r in result.runs)
+    assert "centralized" in result.table() and "seeds [0]" in result.table()
+
+
+def test_the_summary_is_the_mean_over_seeds_with_a_t_interval():
+    runs = [RunScore("federated", "full", s, acc, 100, 1.0) for s, acc in ((0, 0.7), (1, 0.8), (2, 0.9))]
+    runs += [RunScore("local-only", "full", s, acc, 100, 1.0, site)
+             for s in (0, 1, 2) for site, acc in (("a", 0.5), ("b", 0.6))]
+    result = Comparison("x", Budget(1, 1, 1), runs)
+    fed = result.arm("federated", "full")
+    assert math.isclose(fed.estimate, 0.8) and math.isclose(fed.high - fed.estimate, 4.303 * 0.1 / math.sqrt(3),
+                                                               rel_tol=1e-3)
+    gap = result.gap("federated", "local-only", "full")
+    assert math.isclose(gap.estimate, 0.25) and gap.n == 3
+    with pytest.raises(KeyError):
+        result.arm("centralized", "full")
+
+
+def test_intervals():
+    assert mean_interval([1.0]).low == 1.0
+    w = wilson_interval(0, 10)
+    assert w.low == 0.0 and 0.25 < w.high < 0.35
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
