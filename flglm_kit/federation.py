@@ -56,7 +56,7 @@ from flglm_kit.optim import OptimizerFactory, default_optimizer
 from flglm_kit.rounds import run_round
 from flglm_kit.scheduling import Scheduler
 from flglm_kit.server import SplitServer
-from flglm_kit.split import SplitModel
+from flglm_kit.split import InputBlock, SplitModel
 from flglm_kit.transport import InProcessTransport
 from flglm_kit.wire import Message
 
@@ -378,6 +378,24 @@ class Federation:
             out[name] = agg.last_average[offset:offset + n].view(shape)
             offset += n
         return out
+
+    def public_input_block(self) -> InputBlock:
+        """A copy of the input block every client started from (the public checkpoint's, after ``peft``)."""
+        return copy.deepcopy(self.split.head).eval()
+
+    def server_input_block(self) -> InputBlock | None:
+        """The input block the server can rebuild from what it holds: the clients' current one after a
+        plain FedAvg round (``aggregate="server"``), else ``None`` (it has only the public one)."""
+        view = self.server_view()
+        if view is None:
+            return None
+        block = self.public_input_block()
+        state = {name[len("head."):]: t for name, t in view.items() if name.startswith("head.")}
+        missing = [n for n, p in block.named_parameters() if p.requires_grad and n not in state]
+        if missing:
+            raise RuntimeError(f"the server's view lacks input-block tensors {missing[:3]}")
+        block.load_state_dict(state, strict=False)
+        return block
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
