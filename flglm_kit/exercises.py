@@ -2,59 +2,39 @@
 
 :func:`check_scheduler` runs a learner's :class:`~flglm_kit.scheduling.Scheduler` against the
 reference semantics of :class:`~flglm_kit.scheduling.ClientBatching` and prints a friendly
-``[OK]`` / ``[FAIL]`` report; :func:`small_federation` wires a server and its clients the way
-the tests do (each client with its own copy of the client-side blocks, per-client keys).
+``[OK]`` / ``[FAIL]`` report; :func:`small_federation` asks
+:class:`~flglm_kit.federation.Federation` for a server and its clients (each with its own copy
+of the client-side blocks, per-client keys).
 
 Introduced in notebook 05.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from flglm_kit.client import SplitClient
-from flglm_kit.crypto import Identity
+from flglm_kit.federation import Federation
 from flglm_kit.models import tiny_model
 from flglm_kit.optim import OptimizerFactory, default_optimizer
 from flglm_kit.rounds import run_round
 from flglm_kit.scheduling import ClientBatching, Scheduler
 from flglm_kit.server import SplitServer
-from flglm_kit.split import SplitModel, split_model
-from flglm_kit.transport import InProcessTransport
+from flglm_kit.split import split_model
 
-__all__ = ["Federation", "small_federation", "check_scheduler"]
+__all__ = ["small_federation", "check_scheduler"]
 
 TOL = 1e-5
-
-
-@dataclass
-class Federation:
-    """A split, its server, the in-process transport and the connected clients.
-
-    Introduced in notebook 05.
-    """
-
-    split: SplitModel
-    server: SplitServer
-    transport: InProcessTransport
-    clients: list[SplitClient]
-
-    def __repr__(self) -> str:
-        return (f"Federation({self.server.scheduler.name}, {len(self.server.computes)} trunk replica(s), "
-                f"clients {[c.client_id for c in self.clients]})")
 
 
 def small_federation(model: torch.nn.Module, *, num_clients: int = 3, client_ids: Sequence[str] | None = None,
                      scheduler: Scheduler | None = None, optimizer: OptimizerFactory = default_optimizer,
                      client_optimizer: OptimizerFactory | None = None, head_layers: int = 1,
                      tail_layers: int = 1) -> Federation:
-    """A server with ``scheduler`` and connected clients over per-client keys, all in this process.
+    """A :class:`~flglm_kit.federation.Federation` of ``model`` without averaging, for the exercises.
 
     Args:
         model: the model to split; it is copied, so several federations can start from it.
@@ -66,25 +46,15 @@ def small_federation(model: torch.nn.Module, *, num_clients: int = 3, client_ids
 
     Example:
         >>> fed = small_federation(tiny_model(seed=0), num_clients=2, scheduler=ClientBatching())
-        >>> fed
-        Federation(client-batching, 1 trunk replica(s), clients ['client-0', 'client-1'])
+        >>> sorted(fed.clients), type(fed.server.scheduler).__name__
+        (['client-0', 'client-1'], 'ClientBatching')
 
     Introduced in notebook 05.
     """
     ids = list(client_ids) if client_ids is not None else [f"client-{i}" for i in range(num_clients)]
-    split = split_model(copy.deepcopy(model), head_layers=head_layers, tail_layers=tail_layers)
-    server_id = Identity.generate()
-    server = SplitServer(split.trunk, identity=server_id, optimizer=optimizer, scheduler=scheduler)
-    transport = InProcessTransport(server)
-    clients = []
-    for cid in ids:
-        head, tail = copy.deepcopy((split.head, split.tail))  # each client its own copy, as after averaging
-        client = SplitClient(head, tail, client_id=cid, transport=transport, server_fingerprint=server_id.fingerprint,
-                             optimizer=client_optimizer or optimizer)
-        server.enroll(cid, client.identity.public_bytes)
-        client.connect()
-        clients.append(client)
-    return Federation(split, server, transport, clients)
+    split = split_model(model, head_layers=head_layers, tail_layers=tail_layers)  # copies the weights
+    return Federation(split, ids, scheduler=scheduler, aggregate=None, optimizer=client_optimizer or optimizer,
+                      server_optimizer=optimizer, copy_split=False)
 
 
 # -- check_scheduler -----------------------------------------------------------------------------
@@ -195,7 +165,8 @@ def check_scheduler(make: type[Scheduler] | Callable[[], Scheduler], *, rounds: 
         for name, fed in feds.items():
             reset()
             try:
-                result = run_round([(fed.clients[k], _batch(k, r, vocab)) for k in members])
+                clients = list(fed.clients.values())
+                result = run_round([(clients[k], _batch(k, r, vocab)) for k in members])
             except NotImplementedError:
                 report(False, "your scheduler's run() is not written yet")
                 return finish()
@@ -208,7 +179,7 @@ def check_scheduler(make: type[Scheduler] | Callable[[], Scheduler], *, rounds: 
                 report(False, f"round {r + 1}: {len(result.dropped)} client step(s) failed, e.g. {cid}: {why}")
                 return finish()
             losses[name].append(result.losses)
-    absent = feds["yours"].clients[-1].client_id
+    absent = list(feds["yours"].clients)[-1]
     report(True, f"every client's step completed in {len(plan)} rounds (the last without {absent})")
     steps = feds["yours"].server.steps_done
     report(steps == len(plan), f"one optimizer step per round: {steps} steps in {len(plan)} rounds")
@@ -223,8 +194,8 @@ def check_scheduler(make: type[Scheduler] | Callable[[], Scheduler], *, rounds: 
     reset()
     try:
         ids, mask = _batch(0, 99, vocab)
-        got = feds["yours"].clients[0].forward(ids, mask)
-        want = feds["reference"].clients[0].forward(ids, mask)
+        got = feds["yours"].clients["client-0"].forward(ids, mask)
+        want = feds["reference"].clients["client-0"].forward(ids, mask)
         egap = float((got - want).abs().max())
         report(egap < TOL, f"an evaluation request gets the same logits (largest difference {egap:.1e})")
     except Exception as err:  # noqa: BLE001

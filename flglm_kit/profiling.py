@@ -128,11 +128,12 @@ class PhaseTimer:
         >>> from flglm_kit.exercises import small_federation
         >>> from flglm_kit.rounds import run_round
         >>> fed = small_federation(tiny_model(seed=0), num_clients=2)
-        >>> with PhaseTimer(fed.server, fed.clients) as timer:
-        ...     _ = run_round([(c, (torch.randint(3, 100, (1, 8)),)) for c in fed.clients])
+        >>> clients = list(fed.clients.values())
+        >>> with PhaseTimer(fed.server, clients) as timer:
+        ...     _ = run_round([(c, (torch.randint(3, 100, (1, 8)),)) for c in clients])
         >>> all(timer.totals()[p] > 0 for p in PHASES), sum(timer.totals().values()) <= timer.wall + 1e-9
         (True, True)
-        >>> "begin_train_step" in vars(fed.clients[0])  # unwrapped on exit
+        >>> "begin_train_step" in vars(clients[0])  # unwrapped on exit
         False
 
     Introduced in notebook 05.

@@ -151,7 +151,7 @@ def test_small_federation_gives_each_client_its_own_blocks_and_leaves_the_model_
     model = tiny_model(seed=1)
     before = [p.detach().clone() for p in model.parameters()]
     fed = small_federation(model, num_clients=2, scheduler=ClientBatching())
-    a, b = fed.clients
+    a, b = fed.clients.values()
     assert a.head is not b.head and a.channel is not None and b.channel is not None
     a.train_step(torch.randint(3, 100, (1, 8)))
     assert all(torch.equal(x, y) for x, y in zip(before, model.parameters()))

@@ -19,9 +19,10 @@ def batch(k: int) -> tuple[torch.Tensor]:
 
 def timed_round(scheduler, k=3, rounds=1):
     fed = small_federation(tiny_model(seed=0), num_clients=k, scheduler=scheduler)
-    with PhaseTimer(fed.server, fed.clients) as timer:
+    clients = list(fed.clients.values())
+    with PhaseTimer(fed.server, clients) as timer:
         for _ in range(rounds):
-            run_round([(c, batch(i)) for i, c in enumerate(fed.clients)])
+            run_round([(c, batch(i)) for i, c in enumerate(clients)])
     return fed, timer
 
 
@@ -45,19 +46,20 @@ def test_pieces_never_overlap_nested_calls_count_once():
 
 def test_leaving_the_block_restores_every_method_even_after_an_error():
     fed = small_federation(tiny_model(seed=0), num_clients=2, scheduler=ServerHierarchical(2))
-    objects = [*fed.clients, *(c.channel for c in fed.clients), fed.server, *fed.server.computes, fed.server.scheduler]
+    clients = list(fed.clients.values())
+    objects = [*clients, *(c.channel for c in clients), fed.server, *fed.server.computes, fed.server.scheduler]
     before = [set(vars(o)) for o in objects]  # attribute names: the round changes values (step counters)
-    with pytest.raises(KeyError), PhaseTimer(fed.server, fed.clients):
-        run_round([(c, batch(i)) for i, c in enumerate(fed.clients)])
+    with pytest.raises(KeyError), PhaseTimer(fed.server, clients):
+        run_round([(c, batch(i)) for i, c in enumerate(clients)])
         raise KeyError("boom")
     assert [set(vars(o)) for o in objects] == before
-    assert fed.clients[0].begin_train_step.__func__ is SplitClient.begin_train_step
+    assert clients[0].begin_train_step.__func__ is SplitClient.begin_train_step
     assert not {"submit", "reply", "forward_train", "backward", "average", "seal", "open"} & set().union(*before)
 
 
 def test_a_timer_is_used_once():
     fed = small_federation(tiny_model(seed=0), num_clients=1)
-    timer = PhaseTimer(fed.server, fed.clients)
+    timer = PhaseTimer(fed.server, list(fed.clients.values()))
     with timer, pytest.raises(RuntimeError, match="already in use"):
         timer.__enter__()
 
