@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "ServerError": "flglm_kit.client",
     "SplitServer": "flglm_kit.server",
     "InProcessTransport": "flglm_kit.transport",
+    "Federation": "flglm_kit.federation",
     "Identity": "flglm_kit.crypto",
     "SecureChannel": "flglm_kit.crypto",
     "PlaintextChannel": "flglm_kit.crypto",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads o
     from flglm_kit.client import ServerError, SplitClient
     from flglm_kit.crypto import ChannelError, Identity, PlaintextChannel, SecureChannel
     from flglm_kit.device import get_device, quick_mode, set_seed
+    from flglm_kit.federation import Federation
     from flglm_kit.models import tiny_config, tiny_model
     from flglm_kit.pretrained import load_pretrained
     from flglm_kit.server import SplitServer

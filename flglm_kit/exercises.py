@@ -49,7 +49,7 @@ def small_federation(model: torch.nn.Module, *, num_clients: int = 3, client_ids
         >>> sorted(fed.clients), type(fed.server.scheduler).__name__
         (['client-0', 'client-1'], 'ClientBatching')
 
-    Introduced in notebook 05.
+    Not called directly in a notebook: :func:`check_scheduler` (notebook 05's exercise) uses it.
     """
     ids = list(client_ids) if client_ids is not None else [f"client-{i}" for i in range(num_clients)]
     split = split_model(model, head_layers=head_layers, tail_layers=tail_layers)  # copies the weights

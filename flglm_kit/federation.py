@@ -31,7 +31,8 @@ continues from the current average. :meth:`save` writes each party's state in it
 (safetensors and JSON); :meth:`resume` continues a run with the same losses as if it had not
 stopped.
 
-Introduced in notebook 06.
+Introduced in notebook 02 (the parties every attack notebook builds); averaging, the methods and
+checkpoints in notebook 06.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ class Federation:
         optimizer: makes each client's optimizer; ``server_optimizer`` the server's (default: the same).
         record_server_view: keep every message the server decrypted in :attr:`seen` (for attacks;
             it holds tensors, so leave it off on long runs).
-        keep_frames: keep frame bytes in the transport's ledger (for the eavesdropper demos).
+        keep_frames: keep frame bytes in the transport's ledger (for the eavesdropper demos);
+            ``transport_options`` for the rest of the transport's (``max_records``, ...).
         client_options: more keyword arguments for every :class:`~flglm_kit.client.SplitClient`
             (``noise_rel``, ...); ``server_options`` for the server (``max_batch_size``, ...).
 
@@ -154,7 +156,8 @@ class Federation:
                  optimizer: OptimizerFactory = default_optimizer, server_optimizer: OptimizerFactory | None = None,
                  record_server_view: bool = False, keep_frames: bool = False, copy_split: bool = True,
                  client_options: Mapping[str, Any] | None = None,
-                 server_options: Mapping[str, Any] | None = None) -> None:
+                 server_options: Mapping[str, Any] | None = None,
+                 transport_options: Mapping[str, Any] | None = None) -> None:
         if aggregate not in ("server", "clients", None):
             raise ValueError(f"aggregate must be 'server', 'clients' or None, not {aggregate!r}")
         ids = list(client_ids)
@@ -176,7 +179,11 @@ class Federation:
                                   tail=self.split.tail if tail_on_server else None,
                                   optimizer=server_optimizer or optimizer, scheduler=scheduler,
                                   **dict(server_options or {}))
-        self.transport = InProcessTransport(self.server, keep_frames=keep_frames)
+        self.transport = InProcessTransport(self.server, keep_frames=keep_frames, **dict(transport_options or {}))
+        if not secure:  # once for the federation, not once per party
+            warnings.warn("this federation's channels are PLAINTEXT: anyone on the wire reads every activation "
+                          "and gradient. Use it for the leak demos only (secure=True otherwise)",
+                          InsecureChannelWarning, stacklevel=2)
         if record_server_view:
             self.server.add_tap(self.seen.append)
         self._optimizer, self._client_options = optimizer, dict(client_options or {})
@@ -198,13 +205,14 @@ class Federation:
             client = SplitClient(head, tail, client_id=cid, transport=self.transport,
                                  server_fingerprint=self.server_identity.fingerprint, **options)
             self.server.enroll(cid, client.identity.public_bytes)
+            client.connect()
         else:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # the federation warned once already
                 warnings.simplefilter("ignore", InsecureChannelWarning)
                 self.server.enroll_plaintext(cid)
                 client = SplitClient(head, tail, client_id=cid, transport=self.transport, insecure_plaintext=True,
                                      **options)
-        client.connect()
+                client.connect()
         self.clients[cid] = client
         if self.aggregate is not None:
             group = GroupKeyPair.generate() if self.aggregate == "clients" else None

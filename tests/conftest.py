@@ -1,11 +1,10 @@
-"""Helpers shared by the test files: batches, an optimizer, and a server with clients.
+"""Helpers shared by the test files: batches, an optimizer, and a federation's parties.
 
 Import them as ``from conftest import make_parties`` (pytest puts ``tests/`` on ``sys.path``).
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ import torch
 
 from flglm_kit.client import SplitClient
 from flglm_kit.crypto import Identity, InsecureChannelWarning
+from flglm_kit.federation import Federation
+from flglm_kit.scheduling import Scheduler
 from flglm_kit.server import SplitServer
 from flglm_kit.split import SplitModel, split_model
 from flglm_kit.transport import InProcessTransport
@@ -57,32 +58,19 @@ class Parties:
 
 
 def make_parties(model: torch.nn.Module, *, client_ids: Sequence[str] = ("hospital-a",), head_layers: int = 1,
-                 tail_layers: int = 1, tail_on_server: bool = False, plaintext: bool = False,
-                 optimizer: Callable[[Any], torch.optim.Optimizer] = adamw, server_options: dict | None = None,
-                 transport_options: dict | None = None, **client_options: Any) -> Parties:
-    """Split ``model``, build a server and connected clients (each with its own copy of the client blocks)."""
+                 tail_layers: int = 1, tail_on_server: bool = False, secure: bool = True,
+                 optimizer: Callable[[Any], torch.optim.Optimizer] = adamw,
+                 server_optimizer: Callable[[Any], torch.optim.Optimizer] | None = None,
+                 scheduler: Scheduler | None = None, keep_frames: bool = False, **client_options: Any) -> Parties:
+    """Split ``model`` and federate it without averaging: a :class:`Federation`'s parties, in a list.
+
+    Each client gets its own copy of the client blocks; the split itself is not copied, so
+    ``parties.split.trunk`` is the server's trunk. ``client_options`` go to every client.
+    """
     split = split_model(model, head_layers=head_layers, tail_layers=tail_layers, tail_on_server=tail_on_server)
-    server_id = Identity.generate()
-    server_options = {"optimizer": optimizer, **(server_options or {})}
-    server = SplitServer(split.trunk, identity=server_id, tail=split.tail if tail_on_server else None,
-                         **server_options)
-    transport = InProcessTransport(server, **(transport_options or {}))
-    parties = Parties(split, server, transport, [], server_id)
-    server.add_tap(parties.seen.append)
-    for cid in client_ids:
-        # Each client gets its own copy of the client-side blocks, as after federated averaging.
-        head, tail = copy.deepcopy((split.head, None if tail_on_server else split.tail))
-        if plaintext:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", InsecureChannelWarning)
-                server.enroll_plaintext(cid)
-                client = SplitClient(head, tail, client_id=cid, transport=transport, insecure_plaintext=True,
-                                     optimizer=optimizer, **client_options)
-                client.connect()
-        else:
-            client = SplitClient(head, tail, client_id=cid, transport=transport,
-                                 server_fingerprint=server_id.fingerprint, optimizer=optimizer, **client_options)
-            server.enroll(cid, client.identity.public_bytes)
-            client.connect()
-        parties.clients.append(client)
-    return parties
+    with warnings.catch_warnings():  # secure=False is asked for; test_plaintext_channels_warn_loudly checks the warning
+        warnings.simplefilter("ignore", InsecureChannelWarning)
+        fed = Federation(split, client_ids, secure=secure, scheduler=scheduler, aggregate=None, optimizer=optimizer,
+                         server_optimizer=server_optimizer, record_server_view=True, keep_frames=keep_frames,
+                         copy_split=False, client_options=client_options)
+    return Parties(fed.split, fed.server, fed.transport, list(fed.clients.values()), fed.server_identity, fed.seen)

@@ -100,8 +100,8 @@ def private():
 
 def parties(model, *, plaintext=False, client_ids=("victim",), **layout):
     """A server and clients over the real wire; ``seen`` collects what the server decrypts."""
-    p = make_parties(model, client_ids=client_ids, plaintext=plaintext, optimizer=default_optimizer,
-                     transport_options={"keep_frames": True}, **layout)  # the ledger keeps what an eavesdropper reads
+    p = make_parties(model, client_ids=client_ids, secure=not plaintext, optimizer=default_optimizer,
+                     keep_frames=True, **layout)  # the ledger keeps what an eavesdropper reads
     return p.split, p.transport, p.clients, p.seen
 
 

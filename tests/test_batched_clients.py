@@ -37,9 +37,7 @@ def batch(k: int, step: int):
 
 
 def parties(model, scheduler):
-    p = make_parties(copy.deepcopy(model), client_ids=IDS, optimizer=sgd,
-                     server_options={"scheduler": scheduler, "optimizer": sgd},
-                     transport_options={"keep_frames": True})
+    p = make_parties(copy.deepcopy(model), client_ids=IDS, optimizer=sgd, scheduler=scheduler, keep_frames=True)
     for k, client in enumerate(p.clients):  # each client its own weights, as after local training
         g = torch.Generator().manual_seed(k)
         with torch.no_grad():

@@ -94,9 +94,7 @@ def test_honest_clients_interleave_while_hostile_frames_arrive(name):
     model = tiny_model("glm", seed=21)
     runs = {}
     for attacked in (False, True):
-        parties = make_parties(copy.deepcopy(model), client_ids=HONEST,
-                               server_options={"scheduler": SCHEDULERS[name]()},
-                               transport_options={"keep_frames": True, "max_records": 200})
+        parties = make_parties(copy.deepcopy(model), client_ids=HONEST, scheduler=SCHEDULERS[name]())
         attacker = Attacker(parties, random.Random(7)) if attacked else None
         losses = []
         for step in range(ROUNDS):

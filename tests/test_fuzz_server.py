@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 
 from flglm_kit.client import ServerError, SplitClient
 from flglm_kit.crypto import ClientHandshake, FrameHeader, Identity, SecureChannel, open_plain, peek_header, plain_frame
+from flglm_kit.federation import Federation
 from flglm_kit.models import tiny_model
 from flglm_kit.server import SplitServer
 from flglm_kit.split import split_model
@@ -812,11 +813,6 @@ def test_an_overflowing_gradient_cannot_make_the_trunk_non_finite():
 
 def test_a_reply_too_big_for_the_wire_gets_an_error_notice():
     split = split_model(tiny_model("glm", seed=25), head_layers=0, tail_layers=0, tail_on_server=True)
-    server_id = Identity.generate()
-    server = SplitServer(split.trunk, identity=server_id, tail=split.tail, limits=Limits(max_elements=4096))
-    client = SplitClient(split.head, None, client_id="c", transport=InProcessTransport(server),
-                         server_fingerprint=server_id.fingerprint)
-    server.enroll("c", client.identity.public_bytes)
-    client.connect()
+    fed = Federation(split, ["c"], aggregate=None, server_options={"limits": Limits(max_elements=4096)})
     with pytest.raises(ServerError):  # (1, 64, 64) activations fit; (1, 64, 512) logits do not
-        client.forward(torch.randint(3, 24, (1, 64)))
+        fed.clients["c"].forward(torch.randint(3, 24, (1, 64)))

@@ -218,7 +218,7 @@ def test_client_errors_surface_the_servers_reason():
 
 def test_a_replayed_handshake_cannot_cut_a_client_off():
     model = tiny_model("glm", seed=12)
-    _, server, transport, _ = make_parties(model, client_ids=())
+    _, server, transport, _ = make_parties(model)  # a federation with one client; "a" joins it by hand
     split = split_model(tiny_model("glm", seed=12))
     client = SplitClient(split.head, split.tail, client_id="a", transport=transport,
                          server_fingerprint=server.identity.fingerprint, optimizer=adamw)

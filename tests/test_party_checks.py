@@ -13,13 +13,14 @@ import pytest
 import torch
 
 import flglm_kit.server as server_module
-from flglm_kit.client import ServerError
-from flglm_kit.crypto import peek_header
+from flglm_kit.client import ServerError, SplitClient
+from flglm_kit.crypto import Identity, peek_header
 from flglm_kit.models import tiny_model
-from flglm_kit.split import Spans
+from flglm_kit.server import SplitServer
+from flglm_kit.split import Spans, split_model
 from flglm_kit.transport import InProcessTransport
 
-from conftest import batches, make_parties
+from conftest import adamw, batches, make_parties
 
 TOL = 1e-5
 
@@ -150,9 +151,23 @@ def test_each_request_sets_train_or_eval_mode_on_both_parties():
 
 # -- bounded memory ----------------------------------------------------------------------------
 
+def _wired_by_hand(model, client_ids, *, max_records):
+    """make_parties wired by hand, for a ledger of ``max_records``: Federation takes no transport options."""
+    split = split_model(model)
+    server = SplitServer(split.trunk, identity=Identity.generate(), optimizer=adamw)
+    transport = InProcessTransport(server, max_records=max_records)
+    clients = []
+    for cid in client_ids:
+        head, tail = copy.deepcopy((split.head, split.tail))
+        clients.append(SplitClient(head, tail, client_id=cid, transport=transport, optimizer=adamw,
+                                   server_fingerprint=server.identity.fingerprint))
+        server.enroll(cid, clients[-1].identity.public_bytes)
+        clients[-1].connect()
+    return server, transport, clients
+
+
 def test_the_ledger_is_a_bounded_ring_and_byte_totals_count_everything():
-    split, server, transport, (client,) = make_parties(tiny_model("glm", seed=8),
-                                                       transport_options={"max_records": 5})
+    server, transport, (client,) = _wired_by_hand(tiny_model("glm", seed=8), ["hospital-a"], max_records=5)
     for ids, mask in batches(4):
         client.train_step(ids, mask)
     assert len(transport.ledger) == 5 and all(r.frame is None for r in transport.ledger)
@@ -189,10 +204,9 @@ def _error_of(frame):
 
 def test_a_long_run_holds_memory_flat():
     # Eight clients, many steps: every per-step structure on the server and the wire stays bounded.
-    split, server, transport, clients = make_parties(tiny_model("glm", seed=10, num_hidden_layers=3, hidden_size=32,
-                                                                head_dim=8, intermediate_size=32),
-                                                     client_ids=[f"c{i}" for i in range(8)],
-                                                     transport_options={"max_records": 100})
+    server, transport, clients = _wired_by_hand(tiny_model("glm", seed=10, num_hidden_layers=3, hidden_size=32,
+                                                           head_dim=8, intermediate_size=32),
+                                                [f"c{i}" for i in range(8)], max_records=100)
     ids = torch.randint(3, 512, (1, 8))
     for _ in range(40):
         for client in clients:
@@ -241,13 +255,10 @@ def test_the_transport_talks_to_any_frame_handler():
                                    dict(model_seed=0, vocab_size=500)], ids=["layers", "cut", "vocab"])
 def test_a_client_from_another_model_or_split_is_refused_at_connect_time(other):
     # Same hidden size everywhere: before the binding these pairs trained together silently.
-    from flglm_kit.client import SplitClient
-    from flglm_kit.split import split_model
-
     other = dict(other)
     head_layers = other.pop("head_layers", 1)
     other.pop("model_seed")
-    parties = make_parties(tiny_model("glm", seed=0), client_ids=())
+    parties = make_parties(tiny_model("glm", seed=0))  # a federation with one client; two more try to join
     wrong = split_model(tiny_model("glm", seed=0, **other), head_layers=head_layers, tail_layers=1)
     client = SplitClient(wrong.head, wrong.tail, client_id="x", transport=parties.transport,
                          server_fingerprint=parties.server.identity.fingerprint)

@@ -59,7 +59,7 @@ def test_sequential_interleaved_clients_get_the_losses_they_would_get_alone():
     # Prepare: the same model twice; three clients whose steps are all in flight together.
     model = tiny_model("glm", seed=1)
     ids = ["a", "b", "c"]
-    together = make_parties(copy.deepcopy(model), client_ids=ids, server_options={"scheduler": Sequential()})
+    together = make_parties(copy.deepcopy(model), client_ids=ids, scheduler=Sequential())
     alone = make_parties(copy.deepcopy(model), client_ids=ids)
     # Execute: interleaved rounds vs one client after another in arrival order.
     got, want = {c: [] for c in ids}, {c: [] for c in ids}
@@ -112,7 +112,7 @@ def test_client_batching_equals_centralized_training_on_the_union_batch():
     reference = copy.deepcopy(model)
     k = 3
     parties = make_parties(model, client_ids=[f"c{i}" for i in range(k)], optimizer=frozen,
-                           server_options={"scheduler": ClientBatching(clients=k), "optimizer": sgd})
+                           server_optimizer=sgd, scheduler=ClientBatching(clients=k))
     split = split_model(reference)
     trunk_names = {split.original_name("trunk", n) for n, _ in split.trunk.named_parameters()}
     params = [p for n, p in reference.named_parameters() if n in trunk_names]
@@ -144,7 +144,7 @@ def test_client_batching_gives_each_client_the_gradient_of_its_own_loss():
     model = tiny_model("glm", seed=4)
     k = 3
     parties = make_parties(copy.deepcopy(model), client_ids=[f"c{i}" for i in range(k)], optimizer=sgd,
-                           server_options={"scheduler": ClientBatching()})
+                           scheduler=ClientBatching())
     split = split_model(model)
     heads = [copy.deepcopy(split.head) for _ in range(k)]
     tails = [copy.deepcopy(split.tail) for _ in range(k)]
@@ -179,8 +179,7 @@ def test_client_batching_gives_each_client_the_gradient_of_its_own_loss():
 def test_client_batching_waits_for_k_clients_then_drops_a_straggler_after_the_deadline():
     now = [0.0]
     scheduler = ClientBatching(clients=3, deadline_s=10, clock=lambda: now[0])
-    parties = make_parties(tiny_model("glm", seed=5), client_ids=["a", "b", "c"],
-                           server_options={"scheduler": scheduler})
+    parties = make_parties(tiny_model("glm", seed=5), client_ids=["a", "b", "c"], scheduler=scheduler)
     t = parties.transport
     steps = [c.begin_train_step(*client_batches(i, 0)) for i, c in enumerate(parties.clients)]
     for s in steps[:2]:
@@ -210,7 +209,7 @@ def test_server_hierarchical_with_one_sub_server_equals_sequential():
     ids = ["a", "b", "c"]
     runs = {}
     for name, scheduler in (("seq", Sequential()), ("hier", ServerHierarchical(1, sync_every=1, batch=False))):
-        parties = make_parties(copy.deepcopy(model), client_ids=ids, server_options={"scheduler": scheduler})
+        parties = make_parties(copy.deepcopy(model), client_ids=ids, scheduler=scheduler)
         losses = [run_round([(c, client_batches(k, s)) for k, c in enumerate(parties.clients)]).losses
                   for s in range(STEPS)]
         runs[name] = (losses, trunk_weights(parties.server))
@@ -225,8 +224,7 @@ def test_server_hierarchical_syncing_every_step_with_sgd_equals_client_batching(
     runs = {}
     schedulers = (("batch", ClientBatching()), ("hier", ServerHierarchical(2, sync_every=1)))
     for name, scheduler in schedulers:
-        parties = make_parties(copy.deepcopy(model), client_ids=ids,
-                               server_options={"scheduler": scheduler, "optimizer": sgd})
+        parties = make_parties(copy.deepcopy(model), client_ids=ids, scheduler=scheduler, server_optimizer=sgd)
         losses = [run_round([(c, client_batches(k, s)) for k, c in enumerate(parties.clients)]).losses
                   for s in range(STEPS)]
         runs[name] = (losses, parties.server)
@@ -240,7 +238,7 @@ def test_server_hierarchical_syncing_every_step_with_sgd_equals_client_batching(
 
 def test_server_hierarchical_replicas_drift_between_syncs_and_meet_at_each():
     parties = make_parties(tiny_model("glm", seed=8), client_ids=["a", "b"],
-                           server_options={"scheduler": ServerHierarchical(2, sync_every=3)})
+                           scheduler=ServerHierarchical(2, sync_every=3))
     scheduler = parties.server.scheduler
     for s in range(2):
         run_round([(c, client_batches(k, s)) for k, c in enumerate(parties.clients)])

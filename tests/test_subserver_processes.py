@@ -38,7 +38,7 @@ def _train(processes: bool):
     scheduler = ServerHierarchical(2, sync_every=2, moments="average", processes=processes,
                                    optimizer_spec=SPEC if processes else None)
     parties = make_parties(tiny_model("glm", seed=21), client_ids=CLIENTS, optimizer=sgd_momentum,
-                           server_options={"scheduler": scheduler})
+                           scheduler=scheduler)
     losses = []
     for step in range(ROUNDS):
         result = run_round([(c, client_batches(k, step)) for k, c in enumerate(parties.clients)])
@@ -121,8 +121,7 @@ def test_close_stops_every_worker_and_keeps_the_first_replicas_weights(runs):
 # -- refused before any process starts --------------------------------------------------------------
 
 def _server_with(scheduler: ServerHierarchical, optimizer) -> None:
-    make_parties(tiny_model("glm", seed=22), client_ids=[], optimizer=optimizer,
-                 server_options={"scheduler": scheduler})
+    make_parties(tiny_model("glm", seed=22), optimizer=optimizer, scheduler=scheduler)  # refused before any client
 
 
 def test_a_custom_optimizer_needs_a_spec_that_makes_the_same_optimizer():
