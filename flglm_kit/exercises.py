@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from flglm_kit.fedavg import weighted_average
 from flglm_kit.federation import Federation
 from flglm_kit.models import tiny_model
 from flglm_kit.optim import OptimizerFactory, default_optimizer
@@ -25,7 +26,7 @@ from flglm_kit.scheduling import ClientBatching, Scheduler
 from flglm_kit.server import SplitServer
 from flglm_kit.split import split_model
 
-__all__ = ["small_federation", "check_scheduler"]
+__all__ = ["small_federation", "check_scheduler", "check_fedavg"]
 
 TOL = 1e-5
 
@@ -55,6 +56,25 @@ def small_federation(model: torch.nn.Module, *, num_clients: int = 3, client_ids
     split = split_model(model, head_layers=head_layers, tail_layers=tail_layers)  # copies the weights
     return Federation(split, ids, scheduler=scheduler, aggregate=None, optimizer=client_optimizer or optimizer,
                       server_optimizer=optimizer, copy_split=False)
+
+
+def _reporter(verbose: bool) -> tuple[Callable[[bool, str], bool], Callable[[], bool]]:
+    """``report(ok, text)`` prints an ``[OK]``/``[FAIL]`` line; ``finish()`` the tally (True if all passed)."""
+    lines: list[tuple[bool, str]] = []
+
+    def report(ok: bool, text: str) -> bool:
+        lines.append((ok, text))
+        if verbose:
+            print(f"[{'OK' if ok else 'FAIL'}] {text}")
+        return ok
+
+    def finish() -> bool:
+        passed = all(ok for ok, _ in lines)
+        if verbose:
+            print(f"{sum(ok for ok, _ in lines)}/{len(lines)} checks passed" + (": well done!" if passed else ""))
+        return passed
+
+    return report, finish
 
 
 # -- check_scheduler -----------------------------------------------------------------------------
@@ -132,20 +152,7 @@ def check_scheduler(make: type[Scheduler] | Callable[[], Scheduler], *, rounds: 
 
     Introduced in notebook 05.
     """
-    lines: list[tuple[bool, str]] = []
-
-    def report(ok: bool, text: str) -> bool:
-        lines.append((ok, text))
-        if verbose:
-            print(f"[{'OK' if ok else 'FAIL'}] {text}")
-        return ok
-
-    def finish() -> bool:
-        passed = all(ok for ok, _ in lines)
-        if verbose:
-            print(f"{sum(ok for ok, _ in lines)}/{len(lines)} checks passed" + (": well done!" if passed else ""))
-        return passed
-
+    report, finish = _reporter(verbose)
     try:
         scheduler = _make(make)
     except NotImplementedError:
@@ -200,4 +207,66 @@ def check_scheduler(make: type[Scheduler] | Callable[[], Scheduler], *, rounds: 
         report(egap < TOL, f"an evaluation request gets the same logits (largest difference {egap:.1e})")
     except Exception as err:  # noqa: BLE001
         report(False, f"an evaluation request was not answered: {type(err).__name__}: {err}")
+    return finish()
+
+
+# -- check_fedavg --------------------------------------------------------------------------------
+
+def check_fedavg(fn: Callable[[dict[str, dict[str, torch.Tensor]], dict[str, int]], dict[str, torch.Tensor]], *,
+                 verbose: bool = True) -> bool:
+    """Check a learner's FedAvg against :func:`flglm_kit.fedavg.weighted_average`.
+
+    ``fn(states, samples)`` takes each client's tensors (``{client: {name: tensor}}``) and how many
+    samples each trained on (``{client: n}``), and returns the averaged tensors ``{name: tensor}``.
+    The checks: equal samples give the plain mean; unequal samples weight each client by its
+    share; three clients with tensors of several shapes; the result has every name and shape;
+    the clients' tensors are left as they were.
+
+    Example:
+        >>> def mine(states, samples):
+        ...     total = sum(samples.values())
+        ...     names = next(iter(states.values()))
+        ...     return {n: sum(states[c][n] * samples[c] / total for c in states) for n in names}
+        >>> check_fedavg(mine, verbose=False)
+        True
+
+    Introduced in notebook 06.
+    """
+    report, finish = _reporter(verbose)
+    g = torch.Generator().manual_seed(0)
+    cases: dict[str, tuple[dict[str, int], dict[str, tuple[int, ...]]]] = {
+        "two clients, equal samples (the plain mean)": ({"a": 2, "b": 2}, {"w": (3,)}),
+        "two clients, 1 and 3 samples (weighted by samples)": ({"a": 1, "b": 3}, {"w": (2, 2)}),
+        "three clients, several tensors": ({"a": 5, "b": 1, "c": 2}, {"w": (4, 3), "b": (3,), "e": (2, 1, 2)}),
+    }
+    for name, (samples, shapes) in cases.items():
+        states = {c: {n: torch.randn(*shape, generator=g) for n, shape in shapes.items()} for c in samples}
+        kept = {c: {n: t.clone() for n, t in st.items()} for c, st in states.items()}
+        try:
+            got = fn(states, dict(samples))
+        except NotImplementedError:
+            report(False, "your fedavg is not written yet")
+            return finish()
+        except Exception as err:  # noqa: BLE001 - a learner's mistake becomes a friendly line
+            report(False, f"{name}: {type(err).__name__}: {err}")
+            continue
+        if not isinstance(got, dict) or set(got) != set(shapes):
+            report(False, f"{name}: return a dict with the names {sorted(shapes)}; got "
+                          f"{sorted(got) if isinstance(got, dict) else type(got).__name__}")
+            continue
+        clients = sorted(samples)
+        ok = True
+        for n in shapes:
+            want = weighted_average([states[c][n].reshape(-1) for c in clients], [samples[c] for c in clients])
+            if tuple(torch.as_tensor(got[n]).shape) != shapes[n] or not torch.allclose(
+                    torch.as_tensor(got[n]).reshape(-1).float(), want, atol=1e-6):
+                report(False, f"{name}: tensor {n!r} differs from the weighted mean (is each client weighted by "
+                              "its samples / all samples?)")
+                ok = False
+                break
+        if ok:
+            report(True, name)
+        untouched = all(torch.equal(states[c][n], kept[c][n]) for c in states for n in shapes)
+        if not untouched:
+            report(False, f"{name}: the clients' tensors changed; build new tensors instead of updating in place")
     return finish()

@@ -156,3 +156,32 @@ def test_small_federation_gives_each_client_its_own_blocks_and_leaves_the_model_
     a.train_step(torch.randint(3, 100, (1, 8)))
     assert all(torch.equal(x, y) for x, y in zip(before, model.parameters()))
     assert not all(torch.equal(x, y) for x, y in zip(a.head.parameters(), b.head.parameters()))
+
+
+def test_check_fedavg_passes_the_weighted_mean_and_fails_the_plain_one(capsys):
+    from flglm_kit.exercises import check_fedavg
+
+    def weighted(states, samples):
+        total = sum(samples.values())
+        names = next(iter(states.values()))
+        return {n: sum(states[c][n] * (samples[c] / total) for c in states) for n in names}
+
+    def plain(states, samples):
+        names = next(iter(states.values()))
+        return {n: sum(states[c][n] for c in states) / len(states) for n in names}
+
+    def in_place(states, samples):
+        out = weighted(states, samples)
+        for st in states.values():
+            for t in st.values():
+                t.zero_()
+        return out
+
+    def unwritten(states, samples):
+        raise NotImplementedError
+
+    assert check_fedavg(weighted, verbose=False) is True
+    assert check_fedavg(plain, verbose=False) is False
+    assert check_fedavg(in_place, verbose=False) is False
+    assert check_fedavg(unwritten) is False
+    assert "not written yet" in capsys.readouterr().out
