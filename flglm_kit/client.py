@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -29,8 +30,8 @@ from flglm_kit.crypto import (ChannelError, ClientHandshake, Identity, Plaintext
 from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
 from flglm_kit.noise import noise_activations
 from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
-from flglm_kit.split import InputBlock, OutputBlock, Spans
-from flglm_kit.wire import Message, ProtocolError
+from flglm_kit.split import InputBlock, OutputBlock, PartCache, Spans
+from flglm_kit.wire import Message, MetaValue, ProtocolError
 
 __all__ = ["SplitClient", "ServerError", "TrainStep", "Transport"]
 
@@ -257,7 +258,10 @@ class SplitClient:
         tensors = {"activations": sent, **spans.to_tensors()}
         if labels is not None:
             tensors["labels"] = labels  # naive layout only: the text, shifted by one, leaves the client
-        return Message("activations", self.client_id, self.step, tensors=tensors, meta={"mode": mode})
+        meta: dict[str, MetaValue] = {"mode": mode}
+        if self.head.prefix_len:  # deep prefix tuning: only its length crosses, so the server can check it
+            meta["prefix_len"] = self.head.prefix_len
+        return Message("activations", self.client_id, self.step, tensors=tensors, meta=meta)
 
     def _set_mode(self, training: bool) -> None:
         """Train or evaluation mode (dropout on or off) for this client's blocks."""
@@ -334,33 +338,111 @@ class SplitClient:
         return self.tail(reply.tensors["hidden"].to(self.device), spans).logits
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, *, max_new_tokens: int = 20,
-                 eos_token_id: int | None = None) -> torch.Tensor:
-        """Greedy decoding through the split: each new token costs one round trip to the server.
+    def generate(self, input_ids: torch.Tensor, *, max_new_tokens: int = 20, eos_token_id: int | None = None,
+                 pad_token_id: int | None = None, attention_mask: torch.Tensor | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Greedy decoding through the split, token for token what ``model.generate(do_sample=False)`` gives.
 
-        This simple version sends the whole prefix every step (no key/value cache), so its cost
-        and its bytes grow with the prefix. Rows are decoded together and must be unpadded.
+        With ``use_cache`` (default) each party keeps the key/value cache of its own blocks
+        (:class:`~flglm_kit.split.PartCache`; the server keeps the trunk's for this generation's
+        *session*): the first request carries the prompt's activations, each later one a single
+        position's, so every new token costs one round trip of constant size. The server drops
+        the session with the last request (meta ``end``). ``use_cache=False`` is the simple
+        version: it resends the whole sequence every step, so its cost and bytes grow with it,
+        and its rows must be unpadded.
 
         Args:
-            input_ids: (B, T) prompt token ids (no padding).
+            input_ids: (B, T) prompt token ids.
             max_new_tokens: how many tokens to add.
-            eos_token_id: stop once every row has produced this token (it is kept).
+            eos_token_id: a row that produces it is finished (the token is kept); decoding stops
+                once every row is.
+            pad_token_id: what a finished row gets afterwards (default ``eos_token_id``), as in
+                ``model.generate``.
+            attention_mask: (B, T) 0/1 with padding on the left only (``use_cache`` only).
+            use_cache: keep key/value caches on both sides (see above).
 
         Returns:
             (B, T + n) token ids: the prompt followed by the n <= ``max_new_tokens`` new tokens.
+
+        Raises:
+            ValueError: a malformed prompt, right padding, or padding with ``use_cache=False``
+                (nothing was sent).
+            ServerError: the server refused a request (for instance past its bound on sessions
+                or on a session's tokens; the text names the bound).
+
+        Example:
+            >>> # client.generate(prompt_ids, max_new_tokens=8)             # cached, constant bytes
+            >>> # client.generate(prompt_ids, max_new_tokens=8, use_cache=False)  # resends all
         """
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, not {max_new_tokens}")
-        ids, _, _ = self._check_batch(input_ids, None, None)
-        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # (B,)
-        for _ in range(max_new_tokens):
-            next_ids = self.forward(ids)[:, -1].argmax(dim=-1)  # (B,)
-            ids = torch.cat([ids, next_ids[:, None]], dim=1)  # (B, T + 1)
-            if eos_token_id is not None:
-                done |= next_ids == eos_token_id
-                if bool(done.all()):
-                    break
-        return ids
+        if type(max_new_tokens) is not int or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, not {max_new_tokens!r}")
+        ids, spans, _ = self._check_batch(input_ids, attention_mask, None)
+        seq_len = ids.shape[1]
+        if bool(((spans.starts + spans.lengths != seq_len) | (spans.lengths == 0)).any()):
+            raise ValueError("generate needs every row's prompt padded on the left only, with at least one token")
+        if not use_cache and not bool((spans.lengths == seq_len).all()):
+            raise ValueError("generate(use_cache=False) decodes unpadded rows only; use_cache=True takes left padding")
+        if max_new_tokens == 0:
+            return ids
+        fill = eos_token_id if pad_token_id is None else pad_token_id
+        unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)  # (B,)
+        decoding = self._start_decoding(ids.shape[0]) if use_cache else None
+        out, new_ids, new_spans = ids, ids, spans
+        for i in range(max_new_tokens):
+            if decoding is None:
+                logits = self.forward(out)[:, -1]  # (B, V): the whole sequence again
+            else:
+                logits = self._decoding_step(decoding, new_ids, new_spans, end=i == max_new_tokens - 1)  # (B, V)
+            next_ids = logits.argmax(dim=-1)  # (B,)
+            if eos_token_id is not None:  # as model.generate: a finished row gets the pad token
+                next_ids = torch.where(unfinished, next_ids, torch.full_like(next_ids, fill if fill is not None else 0))
+                unfinished &= next_ids != eos_token_id
+            out = torch.cat([out, next_ids[:, None]], dim=1)  # (B, T + i + 1)
+            new_ids, new_spans = next_ids[:, None], Spans.full(ids.shape[0], 1, device=self.device)  # (B, 1)
+            if not bool(unfinished.any()):
+                break
+        if decoding is not None and decoding.open:  # stopped early: tell the server to forget the session
+            self._decoding_step(decoding, new_ids, new_spans, end=True)
+        return out
+
+    def _start_decoding(self, batch_size: int) -> _Decoding:
+        """A new cached generation: a fresh session id and empty caches of this client's blocks."""
+        self._set_mode(False)
+        tail_cache = None if self.tail is None else self.tail.new_cache(batch_size, self.device)
+        # Steps only grow, so the next step's number makes a session id this client never used.
+        return _Decoding(f"gen-{self.step + 1}", self.head.new_cache(batch_size, self.device), tail_cache)
+
+    def _decoding_step(self, decoding: _Decoding, new_ids: torch.Tensor, spans: Spans, *, end: bool) -> torch.Tensor:
+        """Send (B, t) new positions' activations in ``decoding``'s session; return the last one's (B, V) logits."""
+        self.step += 1
+        acts = self.head(new_ids, spans, cache=decoding.head_cache)  # (B, t, H)
+        msg = self._activations_message(acts, spans, mode="generate")
+        msg.meta.update(session=decoding.session, position=decoding.position, end=end)
+        decoding.position += new_ids.shape[1]
+        decoding.open = not end
+        try:
+            reply = self._exchange(msg, "trunk_output")
+        except ServerError:
+            decoding.open = False  # the server dropped the session with its refusal
+            raise
+        if self.tail is None:  # naive layout: the server ran the output block
+            return reply.tensors["logits"][:, -1].to(self.device)  # (B, V)
+        hidden = reply.tensors["hidden"].to(self.device)  # (B, t, H)
+        if hidden.shape != acts.shape:
+            raise ServerError(f"the server's reply has shape {tuple(hidden.shape)}, expected {tuple(acts.shape)}")
+        assert decoding.tail_cache is not None
+        return self.tail(hidden, spans, cache=decoding.tail_cache).logits[:, -1]  # (B, V)
+
+
+@dataclass
+class _Decoding:
+    """One cached generation in progress on the client: its session id, caches and position."""
+
+    session: str
+    head_cache: PartCache
+    tail_cache: PartCache | None
+    position: int = 0  # positions sent so far in this session
+    open: bool = True  # the server still keeps the session
 
 
 class TrainStep:

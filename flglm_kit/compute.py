@@ -12,12 +12,21 @@ big batch of the union (clients report ``n_k`` with their output gradients; it i
 per step). Each client still gets back the gradient of *its own* mean loss with respect to its
 activations, exactly what it would get training alone.
 
+Generation (notebook 06): a ``"generate"`` request runs the trunk on a client's new positions
+only, against the key/value cache of the trunk's blocks that the compute keeps for that client's
+*session* (:class:`GenerationSessions`, bounded by :class:`SessionLimits`). Generation requests
+are answered one session at a time, like evaluations: they never move a weight and never join a
+training step.
+
 Introduced in notebook 05.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -25,10 +34,13 @@ import torch.nn.functional as F
 
 from flglm_kit.losses import supervised_tokens
 from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
-from flglm_kit.split import OutputBlock, Spans, Trunk
+from flglm_kit.split import OutputBlock, PartCache, Spans, Trunk
 from flglm_kit.wire import Message, ProtocolError
 
-__all__ = ["TrunkCompute", "OpenStep", "Member", "ComputeError"]
+__all__ = ["TrunkCompute", "OpenStep", "Member", "ComputeError", "SessionLimits", "GenerationSession",
+           "GenerationSessions"]
+
+log = logging.getLogger("flglm_kit.server")  # the server's log: a failed request's id points here
 
 
 class ComputeError(ProtocolError):
@@ -69,6 +81,134 @@ def _pad_to(t: torch.Tensor, seq_len: int) -> torch.Tensor:
     return F.pad(t, pad)
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How much generation state a compute keeps: sessions per client, sessions in all, positions per session.
+
+    Args:
+        max_sessions_per_client: a client starting one more session than this evicts its oldest.
+        max_sessions: sessions of all clients together; past it a new session is refused until
+            one ends.
+        max_tokens: positions (prompt + generated) one session may hold; ``None``: the model's
+            ``max_position_embeddings``.
+
+    Example:
+        >>> SessionLimits(max_sessions=8).max_sessions_per_client
+        2
+
+    Introduced in notebook 06.
+    """
+
+    max_sessions_per_client: int = 2
+    max_sessions: int = 64
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions_per_client", "max_sessions"):
+            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, not {getattr(self, name)!r}")
+        if self.max_tokens is not None and (type(self.max_tokens) is not int or self.max_tokens < 1):
+            raise ValueError(f"max_tokens must be an integer >= 1 or None, not {self.max_tokens!r}")
+
+
+@dataclass
+class GenerationSession:
+    """One client's generation in progress: the caches of the server's blocks and how far it got."""
+
+    client_id: str
+    session_id: str
+    caches: dict[str, PartCache]  # "trunk" (and "tail" in the naive layout) -> that part's cache
+    batch_size: int
+    version: int  # the compute's version when the session began: its cache is void once weights move
+    positions: int = 0  # real positions received so far (the deep prefix not counted)
+
+    def nbytes(self) -> int:
+        """Bytes of cached keys and values this session holds."""
+        return sum(c.nbytes() for c in self.caches.values())
+
+
+class GenerationSessions:
+    """The generation sessions one compute keeps, keyed by (client id, session id), least recent first.
+
+    Args:
+        limits: the bounds (:class:`SessionLimits`).
+        max_tokens: the default for ``limits.max_tokens`` (the model's position limit).
+
+    Example:
+        >>> sessions = GenerationSessions(SessionLimits(max_sessions=4), max_tokens=256)
+        >>> len(sessions), sessions.max_tokens
+        (0, 256)
+
+    Introduced in notebook 06.
+    """
+
+    def __init__(self, limits: SessionLimits, *, max_tokens: int) -> None:
+        self.limits = limits
+        self.max_tokens = limits.max_tokens or max_tokens
+        self._open: OrderedDict[tuple[str, str], GenerationSession] = OrderedDict()
+        self.evicted = 0  # sessions dropped because their client started a newer one
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __repr__(self) -> str:
+        return f"GenerationSessions({len(self)} open, {self.nbytes():,} bytes cached)"
+
+    def of(self, client_id: str) -> list[str]:
+        """The session ids ``client_id`` has open, least recently used first."""
+        return [sid for cid, sid in self._open if cid == client_id]
+
+    def nbytes(self) -> int:
+        """Bytes of cached keys and values over all sessions."""
+        return sum(s.nbytes() for s in self._open.values())
+
+    def end(self, client_id: str, session_id: str) -> bool:
+        """Forget a session; returns whether it was open."""
+        return self._open.pop((client_id, session_id), None) is not None
+
+    def begin(self, session: GenerationSession) -> None:
+        """Open ``session`` (replacing one of the same id), evicting its client's oldest past the per-client bound.
+
+        Raises:
+            ComputeError: the compute already holds ``max_sessions`` sessions of all clients.
+        """
+        key = (session.client_id, session.session_id)
+        self._open.pop(key, None)
+        mine = self.of(session.client_id)
+        while len(mine) >= self.limits.max_sessions_per_client:
+            self._open.pop((session.client_id, mine.pop(0)))
+            self.evicted += 1
+        if len(self._open) >= self.limits.max_sessions:
+            raise ComputeError(f"the server already holds max_sessions={self.limits.max_sessions} generation "
+                               "sessions of all clients (its bound); end a session (meta end=True) or try again later")
+        self._open[key] = session
+
+    def get(self, client_id: str, session_id: str, position: int, new_positions: int) -> GenerationSession:
+        """The open session that continues at ``position`` with ``new_positions`` more, marked most recent.
+
+        Raises:
+            ComputeError: no such session, the position is not where it stands, or it would grow
+                past ``max_tokens``.
+        """
+        session = self._open.get((client_id, session_id))
+        if session is None:
+            raise ComputeError(f"no generation session {session_id!r} for {client_id!r} (it ended, was evicted "
+                               "when you started a newer one, or the server restarted); start again with position=0")
+        if position != session.positions:
+            raise ComputeError(f"generation session {session_id!r} holds {session.positions} positions, but this "
+                               f"request continues at position={position}; send positions in order")
+        self.check_size(session_id, position + new_positions)
+        self._open.move_to_end((client_id, session_id))
+        return session
+
+    def check_size(self, session_id: str, positions: int) -> None:
+        """Raise :class:`ComputeError` if a session of ``positions`` positions breaks ``max_tokens``."""
+        if positions > self.max_tokens:
+            raise ComputeError(f"generation session {session_id!r} would hold {positions} positions, past this "
+                               f"server's max_tokens={self.max_tokens} per session; end the session and generate "
+                               "fewer tokens (or send a shorter prompt)")
+
+
 class TrunkCompute:
     """The trunk (and, in the naive layout, the output block), its optimizer and its version.
 
@@ -77,6 +217,7 @@ class TrunkCompute:
         tail: the output block, only in the naive layout where the server holds it.
         optimizer: makes the optimizer from the trunk's parameters.
         device: where the trunk runs; default: where its parameters are.
+        session_limits: bounds on the generation sessions it keeps (:class:`SessionLimits`).
 
     ``version`` counts optimizer steps: a backward must meet the weights its forward used.
 
@@ -88,7 +229,8 @@ class TrunkCompute:
     """
 
     def __init__(self, trunk: Trunk, *, tail: OutputBlock | None = None,
-                 optimizer: OptimizerFactory = default_optimizer, device: torch.device | None = None) -> None:
+                 optimizer: OptimizerFactory = default_optimizer, device: torch.device | None = None,
+                 session_limits: SessionLimits | None = None) -> None:
         self.trunk, self.tail = trunk, tail
         params = unique_parameters(trunk, tail)
         self.device = device or next(iter(params), torch.empty(0)).device
@@ -100,6 +242,8 @@ class TrunkCompute:
         self.dtype = next(iter(params), torch.empty(0)).dtype
         self.version = 0
         self.steps_done = 0
+        self.sessions = GenerationSessions(session_limits or SessionLimits(),
+                                           max_tokens=int(trunk.config.max_position_embeddings))
 
     def __repr__(self) -> str:
         return f"TrunkCompute(layers {self.trunk.layer_indices}, version {self.version})"
@@ -124,7 +268,84 @@ class TrunkCompute:
         return torch.cat(acts), Spans(torch.cat(starts), torch.cat(lengths), seq_len), members
 
     def forward_eval(self, msgs: list[Message]) -> list[Message]:
-        """One no-grad trunk pass over several requests; a ``trunk_output`` reply for each."""
+        """One no-grad trunk pass over several requests; a ``trunk_output`` reply for each.
+
+        Generation requests (meta ``mode="generate"``) among them run one at a time on their
+        own session's cache (:meth:`forward_generate`); one that fails gets an ``error`` reply
+        and leaves every other request and session as it was.
+        """
+        generating = [m for m in msgs if m.meta.get("mode") == "generate"]
+        out = [self._generate_or_error(m) for m in generating]
+        rest = [m for m in msgs if m.meta.get("mode") != "generate"]
+        return out + (self._forward_eval(rest) if rest else [])
+
+    def _generate_or_error(self, msg: Message) -> Message:
+        """:meth:`forward_generate`, or an ``error`` reply for this client alone (its session is dropped)."""
+        try:
+            return self.forward_generate(msg)
+        except Exception as err:  # noqa: BLE001 - one client's bad request must not touch the others
+            self.sessions.end(msg.client_id, str(msg.meta.get("session")))
+            if isinstance(err, ProtocolError):
+                text = f"the server could not process step {msg.step}: {err}"
+            else:  # internals stay in the server's log
+                request_id = secrets.token_hex(4)
+                log.error("request %s from %s (step %d) failed", request_id, msg.client_id, msg.step, exc_info=err)
+                text = (f"the server could not process step {msg.step} (request {request_id}); the server's "
+                        "operator finds the cause in its log under that id")
+            return Message("error", msg.client_id, msg.step, meta={"error": text})
+
+    def forward_generate(self, msg: Message) -> Message:
+        """Run the trunk on one generation request's new positions against its session's cache.
+
+        The request's meta (checked by the server's front desk): ``session`` (its id),
+        ``position`` (0 starts the session; else how many positions it already sent) and,
+        optionally, ``end`` (forget the session after this step).
+
+        Args:
+            msg: an ``activations`` message with meta ``mode="generate"``: (B, T, H) activations
+                of the new positions and their spans (left padding only on the first request).
+
+        Returns:
+            A ``trunk_output`` reply: ``hidden`` (B, T, H), or in the naive layout ``logits``
+            (B, 1, V) of the last position.
+
+        Raises:
+            ComputeError: the session is unknown, out of order, over a bound, or the weights
+                moved since it began.
+        """
+        sid, position = str(msg.meta["session"]), int(msg.meta["position"])
+        acts = msg.tensors["activations"].to(self.device)  # (B, T, H)
+        batch, seq_len, _ = acts.shape
+        spans = Spans.from_tensors(msg.tensors, seq_len, device=self.device)
+        if position == 0:
+            self.sessions.check_size(sid, seq_len)
+            caches = {"trunk": self.trunk.new_cache(batch, self.device)}
+            if self.tail is not None:
+                caches["tail"] = self.tail.new_cache(batch, self.device)
+            session = GenerationSession(msg.client_id, sid, caches, batch, self.version)
+            self.sessions.begin(session)
+        else:
+            session = self.sessions.get(msg.client_id, sid, position, seq_len)
+            if session.version != self.version:
+                raise ComputeError(f"the trunk's weights moved (version {session.version} -> {self.version}) since "
+                                   f"generation session {sid!r} began, so its cache is stale; start a new session")
+            if batch != session.batch_size:
+                raise ComputeError(f"generation session {sid!r} has {session.batch_size} rows, not {batch}")
+            if bool((spans.lengths != seq_len).any()):
+                raise ComputeError("only a session's first request may hold padding (left padding)")
+        self._set_mode(False)
+        with torch.no_grad():
+            hidden = self.trunk(acts, spans, cache=session.caches["trunk"])  # (B, T, H)
+            if self.tail is not None:
+                logits = self.tail(hidden, spans, cache=session.caches["tail"]).logits[:, -1:]  # (B, 1, V)
+        session.positions = position + seq_len
+        if msg.meta.get("end", False):
+            self.sessions.end(msg.client_id, sid)
+        tensors = {"hidden": hidden} if self.tail is None else {"logits": logits}
+        return Message("trunk_output", msg.client_id, msg.step, tensors=tensors)
+
+    def _forward_eval(self, msgs: list[Message]) -> list[Message]:
+        """The evaluation requests' one concatenated no-grad pass."""
         acts, spans, members = self._concat(msgs)
         self._set_mode(False)
         with torch.no_grad():

@@ -257,8 +257,12 @@ class SplitServer:
         """Raise :class:`RequestError` unless the trunk can run ``msg`` as it is."""
         if msg.kind == "activations":
             mode = msg.meta.get("mode", "train")
-            if mode not in ("train", "eval"):
-                raise RequestError(f"meta 'mode' must be 'train' or 'eval', not {mode!r}")
+            if mode not in ("train", "eval", "generate"):
+                raise RequestError(f"meta 'mode' must be 'train', 'eval' or 'generate', not {mode!r}")
+            prefix_len = msg.meta.get("prefix_len", 0)
+            if type(prefix_len) is not int or prefix_len != self.trunk.prefix_len:
+                raise RequestError(f"meta 'prefix_len' is {prefix_len!r}, but this server's trunk has a deep prefix of "
+                                   f"length {self.trunk.prefix_len}; apply the same PrefixSpec on both sides")
             acts = self._check_tensor(msg, "activations", None, (self.dtype,))
             if acts.dim() != 3 or acts.shape[2] != self.hidden_size:
                 raise RequestError(f"activations must be (batch, seq_len, {self.hidden_size}); got {tuple(acts.shape)}")
@@ -268,7 +272,10 @@ class SplitServer:
                                    f"1..{self.max_seq_len}; send smaller batches")
             for name in ("starts", "lengths"):
                 self._check_tensor(msg, name, (batch,), (torch.int64, torch.int32))
-            Spans.from_tensors(msg.tensors, seq_len).validate(batch)
+            spans = Spans.from_tensors(msg.tensors, seq_len)
+            spans.validate(batch)
+            if mode == "generate":
+                self._check_generation(msg, spans)
             if mode == "train":
                 self._expect.pop(msg.client_id, None)  # a newer step replaces one the client abandoned
             if self.tail is not None and mode == "train":
@@ -292,6 +299,22 @@ class SplitServer:
             del self._expect[msg.client_id]
         else:
             raise RequestError(f"the server does not accept {msg.kind!r} messages from clients")
+
+    def _check_generation(self, msg: Message, spans: Spans) -> None:
+        """Raise :class:`RequestError` unless a ``mode="generate"`` request's meta and spans are well formed."""
+        session, position, end = msg.meta.get("session"), msg.meta.get("position"), msg.meta.get("end", False)
+        if not isinstance(session, str) or not valid_name(session):
+            raise RequestError(f"meta 'session' must be 1-64 characters of A-Z a-z 0-9 _ . -, not {session!r}")
+        if type(position) is not int or not 0 <= position < self.max_seq_len:
+            raise RequestError(f"meta 'position' must be an integer in 0..{self.max_seq_len - 1} (positions already "
+                               f"sent in this session; 0 starts it), not {position!r}")
+        if type(end) is not bool:
+            raise RequestError(f"meta 'end' must be true or false, not {end!r}")
+        full = spans.lengths == spans.seq_len  # (B,)
+        if position == 0 and bool(((spans.starts + spans.lengths != spans.seq_len) | (spans.lengths == 0)).any()):
+            raise RequestError("a generation prompt may be padded on the left only, and no row may be empty")
+        if position > 0 and not bool(full.all()):
+            raise RequestError("only a generation session's first request (position=0) may hold padding")
 
     # -- FedAvg of the client blocks (notebook 06) ----------------------------------------
     def _client_update(self, msg: Message) -> bytes | None:

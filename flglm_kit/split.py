@@ -15,12 +15,18 @@ real tokens start and how many there are). Each part rebuilds rotary embeddings 
 mask itself with the model family's own functions, so no attention mask crosses the wire and
 the split computes exactly what the whole model computes.
 
+Each part can also keep a key/value cache of *its own* blocks (:class:`PartCache`, notebook
+06): then a part runs only the new positions, as the whole model does in ``generate``. A part
+may carry a trainable deep prefix (``part.prefix``, see :mod:`flglm_kit.prefix`): prefix keys and
+values for its own blocks, which every real token attends to, as peft's prefix tuning does.
+
 Introduced in notebook 01.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
@@ -31,12 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import masking_utils
+from transformers.cache_utils import DynamicCache
 
 from flglm_kit.families import Family, check_config, family_of
 from flglm_kit.losses import next_token_loss
 
 __all__ = ["Spans", "InputBlock", "Trunk", "OutputBlock", "SplitModel", "SplitOutput", "split_model",
-           "split_fingerprint"]
+           "split_fingerprint", "PartCache"]
 
 _REQUIRED = ("model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb", "lm_head")
 
@@ -170,20 +177,118 @@ def _mask_builder(layer_type: str) -> Any:
 
 
 def _causal_masks(config: Any, hidden: torch.Tensor, mask2d: torch.Tensor, position_ids: torch.Tensor,
-                  layer_types: set[str]) -> dict[str, Any]:
-    """The family's own causal masks, one per layer type, exactly as its model forward builds them."""
+                  layer_types: set[str], cache: PartCache | None = None,
+                  first_of_type: dict[str, int] | None = None) -> dict[str, Any]:
+    """The family's own causal masks, one per layer type, exactly as its model forward builds them.
+
+    With a ``cache``, ``mask2d`` is (B, past + T) and each mask is sized by the cache's first
+    block of that type (``first_of_type``), as the whole model sizes it by its first such block.
+    """
     masks = {}
     for layer_type in layer_types:
         build = _mask_builder(layer_type)
-        params = inspect.signature(build).parameters
+        params = _parameter_names(build)
         # transformers renamed a few arguments within 5.x; pass each under the name it has here.
         kwargs: dict[str, Any] = {"config": config, "attention_mask": mask2d, "position_ids": position_ids}
         kwargs["inputs_embeds" if "inputs_embeds" in params else "input_embeds"] = hidden
-        kwargs["cache" if "cache" in params else "past_key_values"] = None
+        kwargs["cache" if "cache" in params else "past_key_values"] = None if cache is None else cache.kv
+        past = 0 if cache is None else cache.past_len
         if "cache_position" in params:
-            kwargs["cache_position"] = torch.arange(hidden.shape[1], device=hidden.device)
+            kwargs["cache_position"] = torch.arange(past, past + hidden.shape[1], device=hidden.device)
+        if cache is not None and first_of_type is not None and "layer_idx" in params:
+            kwargs["layer_idx"] = first_of_type[layer_type]
         masks[layer_type] = build(**kwargs)
     return masks
+
+
+@functools.cache
+def _parameter_names(fn: Any) -> frozenset[str]:
+    """``fn``'s parameter names, read once (``inspect.signature`` costs more than a decoding step's mask)."""
+    return frozenset(inspect.signature(fn).parameters)
+
+
+def _cache_kwarg(layer: nn.Module) -> str:
+    """The name a decoder block takes its cache under (transformers renamed it within 5.x)."""
+    return "cache" if "cache" in _parameter_names(type(layer).forward) else "past_key_values"
+
+
+class PartCache:
+    """The key/value cache of one part's blocks only, keyed by their original block index.
+
+    It wraps transformers' own ``DynamicCache`` (so every block updates it exactly as in the
+    whole model) and remembers the (B, past) 0/1 mask of every position seen so far, the deep
+    prefix included: ``past_len`` is where the next positions start. Made by
+    :meth:`InputBlock.new_cache` (and the trunk's and output block's); each party keeps the
+    caches of its own blocks, so nothing of a cache ever crosses the wire.
+
+    Positions with a cache follow ``model.generate``: a real token's position is the number of
+    real (or prefix) positions before it, so left padding does not shift a row's positions;
+    with no padding that is ``past_len + arange(T)``.
+
+    Args:
+        config: the model's config (it sizes the cache: layer types, sliding window).
+        layer_indices: the part's blocks, by original index.
+        batch_size: the rows this cache serves.
+        device: where its mask lives.
+
+    Example:
+        >>> from flglm_kit.models import tiny_model
+        >>> split = split_model(tiny_model("glm"))
+        >>> cache = split.trunk.new_cache(2)
+        >>> _ = split.trunk(torch.zeros(2, 5, 64), Spans.full(2, 5), cache=cache)
+        >>> cache.past_len, cache.nbytes() > 0
+        (5, True)
+
+    Introduced in notebook 06.
+    """
+
+    def __init__(self, config: Any, layer_indices: list[int], batch_size: int,
+                 device: torch.device | None = None) -> None:
+        self.kv = DynamicCache(config=config)
+        self.layer_indices = list(layer_indices)
+        self.batch_size = batch_size
+        self.mask = torch.zeros(batch_size, 0, dtype=torch.long, device=device)  # (B, past)
+
+    def __repr__(self) -> str:
+        return f"PartCache(layers {self.layer_indices}, batch {self.batch_size}, past {self.past_len})"
+
+    @property
+    def past_len(self) -> int:
+        """Positions already in the cache (deep prefix included)."""
+        return int(self.mask.shape[1])
+
+    def nbytes(self) -> int:
+        """Bytes held by this part's cached keys and values."""
+        total = 0
+        for i in self.layer_indices:
+            layer = self.kv.layers[i]
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                total += t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+        return total
+
+    def next_position_ids(self, spans: Spans) -> torch.Tensor:
+        """(B, T) positions of the next ``spans.seq_len`` positions, as ``model.generate`` numbers them."""
+        full = torch.cat([self.mask, spans.attention_mask().to(self.mask.device)], dim=1)  # (B, past + T)
+        positions = (full.cumsum(-1) - 1).masked_fill(full == 0, 0)  # (B, past + T)
+        return positions[:, self.past_len:]  # (B, T)
+
+    def extend(self, spans: Spans) -> torch.Tensor:
+        """Append ``spans``' mask; return the (B, past + T) mask the new positions attend with."""
+        if spans.starts.shape[0] != self.batch_size:
+            raise ValueError(f"this cache serves {self.batch_size} rows, not {spans.starts.shape[0]}")
+        self.mask = torch.cat([self.mask, spans.attention_mask().to(self.mask.device)], dim=1)  # (B, past + T)
+        return self.mask
+
+    def prefill(self, prefix: torch.Tensor, dtype: torch.dtype) -> None:
+        """Put a deep prefix (L, 2, kv_heads, P, head_dim) in an empty cache, one slice per own block."""
+        if self.past_len:
+            raise ValueError("a prefix goes into an empty cache only")
+        length = int(prefix.shape[3])
+        for local, index in enumerate(self.layer_indices):
+            keys, values = (prefix[local, j].to(dtype).unsqueeze(0).expand(self.batch_size, -1, -1, -1)
+                            for j in (0, 1))  # each (B, kv_heads, P, head_dim)
+            self.kv.update(keys, values, index)
+        self.mask = torch.ones(self.batch_size, length, dtype=torch.long, device=self.mask.device)  # (B, P)
 
 
 class _Part(nn.Module):
@@ -200,6 +305,31 @@ class _Part(nn.Module):
         self.rotary_emb = rotary_emb
         # Keyed by the original block index, so parameter names line up with the whole model's.
         self.layers = nn.ModuleDict({str(i): layer for i, layer in layers.items()})
+        #: deep prefix keys and values of this part's blocks, (L, 2, kv_heads, P, head_dim); see flglm_kit.prefix
+        self.prefix: nn.Parameter | None
+        self.register_parameter("prefix", None)
+
+    @property
+    def prefix_len(self) -> int:
+        """P, the deep prefix's length (0 without a prefix)."""
+        return 0 if self.prefix is None else int(self.prefix.shape[3])
+
+    def new_cache(self, batch_size: int, device: torch.device | None = None) -> PartCache:
+        """An empty :class:`PartCache` of this part's blocks for ``batch_size`` rows, its prefix put in.
+
+        Args:
+            batch_size: the rows the cache serves.
+            device: where the cache's mask lives; default: where this part's parameters are.
+
+        Returns:
+            A cache whose ``past_len`` is this part's ``prefix_len``.
+        """
+        device = device or next(self.parameters(), torch.empty(0)).device
+        cache = PartCache(self.config, self.layer_indices, batch_size, device)
+        if self.prefix is not None:
+            dtype = next((p.dtype for n, p in self.named_parameters() if n != "prefix"), self.prefix.dtype)
+            cache.prefill(self.prefix, dtype)
+        return cache
 
     @property
     def layer_indices(self) -> list[int]:
@@ -219,12 +349,54 @@ class _Part(nn.Module):
         shared = self.rotary_emb(hidden, position_ids)
         return {t: shared for t in types}
 
-    def run_layers(self, hidden: torch.Tensor, spans: Spans) -> torch.Tensor:
-        """Run this part's blocks on ``hidden`` (B, T, H) with the mask and rotary rebuilt from ``spans``."""
+    def run_layers(self, hidden: torch.Tensor, spans: Spans, *, cache: PartCache | None = None,
+                   position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Run this part's blocks on ``hidden`` (B, T, H) with the mask and rotary rebuilt from ``spans``.
+
+        Args:
+            hidden: (B, T, H) the new positions.
+            spans: where each row's real tokens sit among these T positions.
+            cache: this part's :class:`PartCache`; the blocks attend to its past and append the
+                new keys and values. ``None``: no past, except the part's deep prefix if it has one.
+            position_ids: (B or 1, T); default: ``past_len + arange(T)`` without a cache (as the
+                whole model's forward), :meth:`PartCache.next_position_ids` with one (as ``generate``).
+
+        Returns:
+            (B, T, H) hidden states.
+        """
+        if cache is None and self.prefix is None:
+            return self._run_plain(hidden, spans, position_ids)
+        if cache is None:
+            cache = self.new_cache(hidden.shape[0], hidden.device)  # the prefix alone is the past
+            past = cache.past_len
+            default_positions = torch.arange(past, past + hidden.shape[1], device=hidden.device)[None]  # (1, T)
+        else:
+            default_positions = cache.next_position_ids(spans).to(hidden.device)  # (B, T)
+        position_ids = default_positions if position_ids is None else position_ids
+        types = {self._layer_type(i) for i in self.layer_indices}
+        first_of_type = {t: next(i for i in self.layer_indices if self._layer_type(i) == t) for t in types}
+        # The masks read the cache's past length, so they are built before the blocks grow it.
+        full_mask = torch.cat([cache.mask, spans.attention_mask().to(cache.mask.device)], dim=1)  # (B, past + T)
+        masks = _causal_masks(self.config, hidden, full_mask.to(hidden.device), position_ids, types, cache,
+                              first_of_type) if self.layers else {}
+        cache.extend(spans)
+        if len(self.layers) == 0:
+            return hidden
+        rotary = self._position_embeddings(hidden, position_ids, types)
+        for key, layer in self.layers.items():
+            layer_type = self._layer_type(int(key))
+            out = layer(hidden, attention_mask=masks[layer_type], position_embeddings=rotary[layer_type],
+                        position_ids=position_ids, use_cache=True, **{_cache_kwarg(layer): cache.kv})
+            hidden = out[0] if isinstance(out, tuple) else out  # (B, T, H)
+        return hidden
+
+    def _run_plain(self, hidden: torch.Tensor, spans: Spans, position_ids: torch.Tensor | None) -> torch.Tensor:
+        """No cache, no prefix: the blocks on T positions from 0, as the whole model's forward."""
         if len(self.layers) == 0:
             return hidden
         seq_len = hidden.shape[1]
-        position_ids = torch.arange(seq_len, device=hidden.device).unsqueeze(0)  # (1, T), as HF's default
+        if position_ids is None:
+            position_ids = torch.arange(seq_len, device=hidden.device).unsqueeze(0)  # (1, T), as HF's default
         mask2d = spans.attention_mask().to(hidden.device)  # (B, T)
         types = {self._layer_type(i) for i in self.layer_indices}
         masks = _causal_masks(self.config, hidden, mask2d, position_ids, types)
@@ -251,17 +423,17 @@ class InputBlock(_Part):
         scale = self.family.embed_scale(self.config) if self.family.embed_scale else None
         return hidden if scale is None else hidden * scale
 
-    def forward(self, input_ids: torch.Tensor, spans: Spans) -> torch.Tensor:
-        """(B, T) token ids -> (B, T, H) activations to send to the server."""
-        return self.run_layers(self.embed(input_ids), spans)
+    def forward(self, input_ids: torch.Tensor, spans: Spans, *, cache: PartCache | None = None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, H) activations to send to the server (see :meth:`run_layers` for ``cache``)."""
+        return self.run_layers(self.embed(input_ids), spans, cache=cache)
 
 
 class Trunk(_Part):
     """The server's trunk: the middle decoder blocks."""
 
-    def forward(self, hidden: torch.Tensor, spans: Spans) -> torch.Tensor:
-        """(B, T, H) activations -> (B, T, H) hidden states for the output block."""
-        return self.run_layers(hidden, spans)
+    def forward(self, hidden: torch.Tensor, spans: Spans, *, cache: PartCache | None = None) -> torch.Tensor:
+        """(B, T, H) activations -> (B, T, H) hidden states for the output block (``cache``: :meth:`run_layers`)."""
+        return self.run_layers(hidden, spans, cache=cache)
 
 
 class OutputBlock(_Part):
@@ -278,10 +450,13 @@ class OutputBlock(_Part):
         logits = self.lm_head(hidden)  # (B, T, V)
         return self.family.logits(logits, self.config) if self.family.logits else logits
 
-    def forward(self, hidden: torch.Tensor, spans: Spans,
-                labels: torch.Tensor | None = None) -> SplitOutput:
-        """(B, T, H) hidden states -> logits (B, T, V) and, given labels (B, T), the loss."""
-        logits = self.logits(self.norm(self.run_layers(hidden, spans)))  # (B, T, V)
+    def forward(self, hidden: torch.Tensor, spans: Spans, labels: torch.Tensor | None = None, *,
+                cache: PartCache | None = None) -> SplitOutput:
+        """(B, T, H) hidden states -> logits (B, T, V) and, given labels (B, T), the loss.
+
+        ``cache``: see :meth:`run_layers`.
+        """
+        logits = self.logits(self.norm(self.run_layers(hidden, spans, cache=cache)))  # (B, T, V)
         loss = None
         if labels is not None:
             loss = next_token_loss(logits, labels)
