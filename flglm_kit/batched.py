@@ -196,7 +196,8 @@ class _Step:
             return self.client._open_reply(reply, self.expect, self.step)
         except ServerError as err:
             self.error, self.done, self.act_grads = err, True, None
-            self.client.optimizer.zero_grad(set_to_none=True)
+            if self.client.optimizer is not None:
+                self.client.optimizer.zero_grad(set_to_none=True)
             return None
 
     @property
@@ -276,8 +277,9 @@ class _Group:
                 if s in live:
                     stack.hand_back(k)
         for s in live:
-            s.client.optimizer.step()
-            s.client.optimizer.zero_grad(set_to_none=True)
+            if s.client.optimizer is not None:
+                s.client.optimizer.step()
+                s.client.optimizer.zero_grad(set_to_none=True)
             s.done, s.act_grads, s.acts = True, None, None
         self.acts, self.stack = None, None  # free the graph and the stacked copies
 
@@ -409,7 +411,8 @@ def run_round_batched(work: Sequence[tuple[SplitClient, Batch]], *, poll_s: floa
         s.client.step += 1
         s.step = s.client.step
         s.client._set_mode(True)
-        s.client.optimizer.zero_grad(set_to_none=True)
+        if s.client.optimizer is not None:
+            s.client.optimizer.zero_grad(set_to_none=True)
     groups = [_Group(members) for members in _group(steps, lambda s: _input_key(s, configs))]
     for g in groups:
         g.forward()

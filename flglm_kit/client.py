@@ -29,7 +29,7 @@ from flglm_kit.crypto import (ChannelError, ClientHandshake, Identity, Plaintext
                               peek_header)
 from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
 from flglm_kit.noise import noise_activations
-from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
+from flglm_kit.optim import OptimizerFactory, default_optimizer, trainable_parameters, unique_parameters
 from flglm_kit.split import InputBlock, OutputBlock, PartCache, Spans
 from flglm_kit.wire import Message, MetaValue, ProtocolError
 
@@ -143,7 +143,8 @@ class SplitClient:
         self.vocab_size = int(weight.shape[0])
         self.closed: str | None = None  # why this client no longer trains (see close())
         _claim(self, [p for p in params if p.requires_grad])
-        self.optimizer = optimizer(params)
+        trainable = trainable_parameters(head, tail)  # frozen weights (LoRA, prefixes) stay out of the optimizer
+        self.optimizer: torch.optim.Optimizer | None = optimizer(trainable) if trainable else None
         self.channel: SecureChannel | PlaintextChannel | None = None
         self.step = 0
         self._in_flight: TrainStep | None = None
@@ -465,7 +466,8 @@ class TrainStep:
         self.loss: float | None = None
         self.error: ServerError | None = None
         client._set_mode(True)
-        client.optimizer.zero_grad(set_to_none=True)
+        if client.optimizer is not None:
+            client.optimizer.zero_grad(set_to_none=True)
         self._acts: torch.Tensor | None = client.head(input_ids, spans)  # (B, T, H)   phase 1
         naive = client.tail is None
         msg = client._activations_message(self._acts, spans, mode="train", labels=labels if naive else None)
@@ -494,7 +496,8 @@ class TrainStep:
             answer = client._open_reply(reply, self._expect, self.step)
         except ServerError as err:
             self.done, self.error, self._acts = True, err, None  # drop the graph: nothing will flow back
-            client.optimizer.zero_grad(set_to_none=True)
+            if client.optimizer is not None:
+                client.optimizer.zero_grad(set_to_none=True)
             raise
         if answer.kind == "trunk_output":  # phase 3: the output block, on the client
             hidden = answer.tensors["hidden"].to(client.device).requires_grad_(True)  # (B, T, H)
@@ -511,7 +514,9 @@ class TrainStep:
         if self.loss is None:  # naive layout: the server computed the loss
             self.loss = float(answer.meta["loss"])
         assert self._acts is not None
-        self._acts.backward(answer.tensors["activation_grads"].to(client.device))  # phase 5
-        client.optimizer.step()
-        client.optimizer.zero_grad(set_to_none=True)
+        if self._acts.requires_grad:  # a frozen input block (LoRA on the trunk only) has nothing to learn
+            self._acts.backward(answer.tensors["activation_grads"].to(client.device))  # phase 5
+        if client.optimizer is not None:
+            client.optimizer.step()
+            client.optimizer.zero_grad(set_to_none=True)
         self.done, self._acts = True, None

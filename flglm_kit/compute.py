@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from flglm_kit.losses import supervised_tokens
-from flglm_kit.optim import OptimizerFactory, default_optimizer, unique_parameters
+from flglm_kit.optim import OptimizerFactory, default_optimizer, trainable_parameters, unique_parameters
 from flglm_kit.split import OutputBlock, PartCache, Spans, Trunk
 from flglm_kit.wire import Message, ProtocolError
 
@@ -237,8 +237,8 @@ class TrunkCompute:
         self.trunk.to(self.device)
         if self.tail is not None:
             self.tail.to(self.device)
-        self.params = params
-        self.optimizer = optimizer(params) if params else None
+        self.params = trainable_parameters(trunk, tail)  # what the optimizer moves and replicas average
+        self.optimizer = optimizer(self.params) if self.params else None
         self.dtype = next(iter(params), torch.empty(0)).dtype
         self.version = 0
         self.steps_done = 0

@@ -53,7 +53,7 @@ from flglm_kit.client import SplitClient
 from flglm_kit.crypto import GroupKeyPair, Identity, InsecureChannelWarning
 from flglm_kit.fedavg import BlockLayout
 from flglm_kit.fedclient import Averaged, ClientAverager
-from flglm_kit.optim import OptimizerFactory, default_optimizer
+from flglm_kit.optim import OptimizerFactory, default_optimizer, trainable_parameters
 from flglm_kit.rounds import run_round
 from flglm_kit.scheduling import Scheduler
 from flglm_kit.server import SplitServer
@@ -194,7 +194,7 @@ class Federation:
         for cid in ids:
             self._add_client(cid)
         self.group_id = f"fed-{self.server_identity.fingerprint[:16]}"
-        if aggregate == "clients":
+        if aggregate == "clients" and self.averagers:
             self._agree_group_key()
 
     # -- building -----------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class Federation:
                                      **options)
                 client.connect()
         self.clients[cid] = client
-        if self.aggregate is not None:
+        if self.aggregate is not None and trainable_parameters(head, tail):  # nothing trains: nothing to average
             group = GroupKeyPair.generate() if self.aggregate == "clients" else None
             if group is not None:
                 self.group_keys[cid] = group
@@ -311,7 +311,7 @@ class Federation:
             if cid in iters and cid not in self.offline:
                 self.drop(cid, reason=f"dropped out before sending its update in round {self.round}")
                 result.absent[cid] = self.offline[cid]
-        if self.aggregate is not None:
+        if self.aggregate is not None and self.averagers:
             senders = [c for c in sorted(result.samples) if c not in self.offline]
             expected = senders + [c for c in sorted(result.samples) if c in self.offline]
             if senders:

@@ -27,6 +27,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "fedclient": ("client", "crypto", "fedavg", "wire"),
     "checkpoint": (),
     "stats": (),
+    "lora": ("split",),
+    "prefix": ("split",),
     "scheduling": ("wire", "split", "losses", "optim", "compute", "subserver", "replicas"),
     "subserver": ("wire", "split", "losses", "optim", "compute", "models", "families", "subserver"),
     "replicas": ("wire", "split", "losses", "optim", "compute", "subserver", "replicas"),

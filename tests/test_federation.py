@@ -211,3 +211,25 @@ def test_aggregator_refuses_updates_outside_an_open_round():
         agg.receive(msg)
     replies, absent = agg.close_round()
     assert absent == ("b",) and [r.client_id for r in replies] == ["a"]
+
+
+def test_peft_methods_average_only_what_trains_and_a_frozen_client_averages_nothing(split):
+    from flglm_kit.lora import LoraSpec, is_adapter
+    from flglm_kit.prefix import PrefixSpec
+
+    lora = Federation(split, ("a", "b"), peft=LoraSpec(r=2), optimizer=adamw)
+    assert lora.layout is not None and all(is_adapter(n) for n in lora.layout.names)
+    prefix = Federation(split, ("a", "b"), peft=PrefixSpec(length=3), optimizer=adamw, aggregate="clients")
+    assert prefix.layout is not None and set(prefix.layout.names) == {"head.prefix", "tail.prefix"}
+    sizes = {}
+    for name, fed in (("lora", lora), ("prefix", prefix)):
+        before = {n: p.detach().clone() for n, p in fed.clients["a"].head.named_parameters()}
+        r = fed.train_round(data(1, ids=("a", "b")), local_steps=1)
+        moved = {n for n, p in fed.clients["a"].head.named_parameters() if not torch.equal(before[n], p)}
+        assert moved and all(fed.clients["a"].head.get_parameter(n).requires_grad for n in moved), name
+        assert torch.equal(blocks(fed, "a"), blocks(fed, "b"))
+        sizes[name] = r.update_bytes
+    frozen = Federation(split, ("a", "b"), peft=LoraSpec(r=2, parts=("trunk",)), optimizer=adamw)
+    r = frozen.train_round(data(1, ids=("a", "b")), local_steps=1)
+    assert frozen.layout is None and r.averaged == () and r.update_bytes == 0 and len(r.losses) == 2
+    assert frozen.clients["a"].optimizer is None
