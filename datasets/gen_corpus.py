@@ -11,6 +11,7 @@ import random
 
 from gen_common import Grammar, bind, expand, ordered, pick, rng_for, sentence, words
 import gen_corpus_extra
+import gen_medical
 from gen_facts import HOWTO_TASKS, SCIENCE_TOPICS
 from gen_lexicon import (ACTIVITIES, COMMON, FEELINGS, FRUITS, INSTRUMENTS, JOBS, OBJECTS,
                          PUBLIC_PLACES)
@@ -535,7 +536,9 @@ def build(seed: int) -> dict[str, str]:
     """All files of public_corpus except the datasheet: ``{relative path: text}``.
 
     A document equal to an earlier one (in shard order, train before validation within a
-    shard) is dropped, so no document repeats within or across the two files.
+    shard) is dropped, so no document repeats within or across the two files. The public
+    medical text of :mod:`gen_medical` is added as ``medical_train.txt`` and
+    ``medical_validation.txt``.
     """
     train: list[str] = []
     validation: list[str] = []
@@ -547,4 +550,7 @@ def build(seed: int) -> dict[str, str]:
                 if doc not in seen:
                     seen.add(doc)
                     out.append(doc)
-    return {"train.txt": "\n".join(train) + "\n", "validation.txt": "\n".join(validation) + "\n"}
+    # The public medical text (gen_medical.py) goes in files of its own, which the tokenizer
+    # trainer does not read: the shipped tokenizer stays byte-identical.
+    return {"train.txt": "\n".join(train) + "\n", "validation.txt": "\n".join(validation) + "\n",
+            **gen_medical.build(seed)}

@@ -10,6 +10,7 @@ from typing import Any
 
 import gen_clinic
 import gen_corpus
+import gen_medical
 import gen_summarization
 import gen_superglue
 from gen_common import from_jsonl, table
@@ -45,6 +46,10 @@ def corpus(files: Mapping[str, str], seed: int) -> str:
         vocab.update(w.strip(".,;:!?\"'()").lower() for w in text.split())
         rows.append((f"`{split}.txt`", f"{len(docs):,}", f"{_words(text):,}",
                      f"{len(text.encode()):,}"))
+    for split in ("train", "validation"):
+        text = files[f"medical_{split}.txt"]
+        rows.append((f"`medical_{split}.txt`", f"{len(text.splitlines()):,}",
+                     f"{_words(text):,}", f"{len(text.encode()):,}"))
     train_sents = re.split(r"(?<=[.!?]) ", files["train.txt"].replace("\n", " "))
     unique = len(set(train_sents)) / len(train_sents)
     return _header("public_corpus", "public text for tokenizers, pretraining and attackers", seed,
@@ -59,11 +64,23 @@ def corpus(files: Mapping[str, str], seed: int) -> str:
         f"{gen_corpus.DOCS_PER_SHARD} documents, each shard from its own RNG, so any shard can be "
         f"regenerated alone; document *i* of a shard is held out for validation when "
         f"*i* % {gen_corpus.VALIDATION_EVERY} == 0 (2 %).\n\n"
+        "## Public medical text\n\n`medical_train.txt` and `medical_validation.txt` (from "
+        "`gen_medical.py`) hold public text of the clinic notes' domain: medicine package "
+        "leaflets, public-health notices and clinic \"what to expect\" pages. They name the "
+        "conditions, medicines, symptoms, doses, vital signs and follow-up plans that the clinic "
+        "notes use, in public language, and hold **no patient**: no name, birth date, record "
+        "number, individual's age or clinic-note sentence; symptoms are listed without triage "
+        "labels. One document in "
+        f"{gen_medical.VALIDATION_EVERY} is held out. They are kept apart from `train.txt` "
+        "because `scripts/train_tokenizer.py` reads `train.txt` only: the shipped tokenizer was "
+        "trained before they existed and stays byte-identical. Continued pretraining "
+        "(`scripts/pretrain_tiny_glm.py --continue-from`) mixes them in.\n\n"
         "## Format\n\nUTF-8 text, **one document per line**, no blank lines.\n\n## Size\n\n"
         + table(rows, ["file", "documents", "words (whitespace)", "bytes"])
         + f"\nVocabulary: {len(vocab):,} distinct lower-cased word forms (punctuation stripped). "
         f"Distinct sentences: {unique:.1%} of the training sentences.\n\n"
-        "## Intended use\n\n- Train the kit's byte-level BPE tokenizer and pretrain its tiny GLM.\n"
+        "## Intended use\n\n- Train the kit's byte-level BPE tokenizer (`train.txt`) and "
+        "pretrain its tiny GLM (`train.txt`, then `medical_train.txt` mixed in).\n"
         "- Auxiliary (public) text for reconstruction attacks, e.g. a learned inverter.\n\n"
         "## Privacy\n\nNo person is named: people appear only as roles (\"the head coach\", \"a "
         "retired teacher\"). Place names are made up (one may match a real place by chance) "
@@ -207,8 +224,8 @@ def superglue(files: Mapping[str, str], seed: int) -> str:
             labels = Counter(json.dumps(r["label"]) for r in recs)
             rows.append((f"`{task}/{split}.jsonl`", len(recs),
                          ", ".join(f"{k}: {v}" for k, v in sorted(labels.items()))))
-    return _header("superglue", "BoolQ, RTE and COPA in SuperGLUE's schema", seed,
-                   "Three small synthetic tasks that use the official SuperGLUE field names and "
+    return _header("superglue", "BoolQ, RTE, COPA and CB in SuperGLUE's schema", seed,
+                   "Four small synthetic tasks that use the official SuperGLUE field names and "
                    "label conventions, so that one loader reads these files and the real "
                    "SuperGLUE ones, and a model of a few million parameters can learn them on a "
                    "CPU.") + (
@@ -216,7 +233,9 @@ def superglue(files: Mapping[str, str], seed: int) -> str:
         "- `boolq/`: `question` (lower case, no question mark), `passage`, `idx` (int), `label` "
         "(JSON `true`/`false`).\n- `rte/`: `premise`, `hypothesis`, `idx`, `label` "
         "(`\"entailment\"` / `\"not_entailment\"`).\n- `copa/`: `premise`, `choice1`, `choice2`, "
-        "`question` (`\"cause\"` / `\"effect\"`), `idx`, `label` (0 = choice1, 1 = choice2).\n\n"
+        "`question` (`\"cause\"` / `\"effect\"`), `idx`, `label` (0 = choice1, 1 = choice2).\n"
+        "- `cb/`: `premise`, `hypothesis`, `idx`, `label` (`\"entailment\"` / "
+        "`\"contradiction\"` / `\"neutral\"`).\n\n"
         "Differences from the official files: the validation split is `validation.jsonl` (the "
         "official name is `val.jsonl`), and our test files **keep their labels** (the official "
         "test labels are hidden).\n\n## Size and label balance\n\n"
@@ -231,7 +250,18 @@ def superglue(files: Mapping[str, str], seed: int) -> str:
         "specific. Both classes overlap heavily in words with the premise.\n"
         f"- **COPA**: {len(gen_superglue.SCHEMAS)} everyday cause-event-effect schemas with "
         "varied subjects; half the time the wrong choice is the *other side* of the same event "
-        "(the effect when the cause is asked), so the model must use the `question` field.\n\n"
+        "(the effect when the cause is asked), so the model must use the `question` field.\n"
+        "- **CB** (CommitmentBank-shaped, the hard one, with headroom for comparing "
+        "centralized, federated and local-only training): three balanced classes. Half the "
+        "premises report a speaker's claim with one of "
+        f"{sum(len(v) for v in gen_superglue.COMMITMENT.values())} verbs that make the clause "
+        "true (\"knew that\"), false (\"pretended that\") or leave it open (\"hoped that\"), and the "
+        "hypothesis is the clause or its negation, so the label depends on the verb's class and "
+        "the polarity together, with a distractor claim by another speaker; the other half state "
+        "two or three events and the hypothesis follows from one, contradicts it (place, day, "
+        "negation) or goes beyond it (a reason, another person, a day or a specific kind the "
+        "premise does not give). No label noise. Train 3000, test 600 (for Dirichlet label "
+        "splits over several clients and tight pooled scores).\n\n"
         "No example appears twice, within or across splits. Place names come from the "
         "public_corpus list; no person is named.\n\n## Intended use\n\nTeaching and quick "
         "experiments on federated fine-tuning with SuperGLUE-shaped data, offline. Scores on "

@@ -1,11 +1,14 @@
-"""superglue/{boolq,rte,copa}: synthetic tasks in the official SuperGLUE jsonl schema.
+"""superglue/{boolq,rte,copa,cb}: synthetic tasks in the official SuperGLUE jsonl schema.
 
 Field names and label conventions are SuperGLUE's own, so one loader reads these files and the
 real ones: BoolQ ``question, passage, idx, label`` (JSON true/false); RTE ``premise,
 hypothesis, idx, label`` ("entailment" / "not_entailment"); COPA ``premise, choice1,
-choice2, question`` ("cause" / "effect"), ``idx``, ``label`` (0 / 1). Unlike the official
+choice2, question`` ("cause" / "effect"), ``idx``, ``label`` (0 / 1); CB ``premise,
+hypothesis, idx, label`` ("entailment" / "contradiction" / "neutral"). Unlike the official
 test files, ours keep their labels. The content is small and regular enough for a model of a
 few million parameters to learn, with distractors so that word overlap alone does not solve it.
+CB is the hard one, made to leave headroom for comparing federated, centralized and local-only
+training: three classes, and half of its labels hang on which of 28 verbs the speaker used.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from gen_common import pick, rng_for, tidy, to_jsonl, words
 from gen_lexicon import PUBLIC_PLACES
 
 SPLITS = {"train": 2000, "validation": 300, "test": 300}
-TASKS = ["boolq", "rte", "copa"]
+TASKS = ["boolq", "rte", "copa", "cb"]
 
 # ---------------------------------------------------------------- BoolQ
 RIVERS = words("Aln|Brede|Corrow|Dell|Esk|Fenn|Gowan|Hale|Irwell|Lune|Mease|Nidd|Ouse|Rye|Tamar")
@@ -215,11 +218,121 @@ def copa(rng: random.Random, label: int) -> dict[str, object]:
             "question": question, "label": label}
 
 
+# ---------------------------------------------------------------- CB (three classes, harder)
+SPEAKERS = words(
+    "the shopkeeper|a neighbour|the reporter|the inspector|a passer-by|the landlord|"
+    "the bus driver|a cousin|the librarian|the cashier|an old friend|the caretaker|"
+    "a witness|the postman|the vicar|a fisherman|the head teacher|a customer"
+)
+# How the speaker's verb commits to the clause: "true" (factive), "false" (counter-factive),
+# "open" (no commitment). Each needs "that" or "whether" after it.
+COMMITMENT = {
+    "true": words("knew that|realised that|noticed that|remembered that|confirmed that|"
+                  "proved that|discovered that|was glad that|regretted that|found out that"),
+    "false": words("pretended that|falsely claimed that|wrongly believed that|mistakenly "
+                   "thought that|only dreamed that|made up a story that|wrongly reported that|"
+                   "imagined, wrongly, that"),
+    "open": words("thought that|hoped that|suspected that|guessed that|said that|feared that|"
+                  "doubted that|wondered whether|asked whether|heard a rumour that"),
+}
+MORE_PEOPLE = PEOPLE + [("the postman", "a person"), ("a fisherman", "a person"),
+                        ("the librarian", "a person"), ("a collie", "a dog"),
+                        ("a black cat", "a cat"), ("the lighthouse keeper", "a person"),
+                        ("a hiker", "a visitor"), ("the town clerk", "an official")]
+REASONS = words("because it was raining|to help a friend|for a bet|without asking anyone|"
+                "as a surprise|before breakfast|after an argument|in a great hurry")
+
+
+def _cb_event(rng: random.Random) -> dict[str, Any]:
+    subj = rng.choice(MORE_PEOPLE)
+    verbs = ANIMAL_VERBS if subj[1] in ("a dog", "a cat") else VERBS
+    return {"subj": subj, "obj": rng.choice(THINGS), "verb": rng.choice(verbs),
+            "place": rng.choice(PUBLIC_PLACES), "day": rng.choice(WEEKDAYS)}
+
+
+def _clause(e: dict[str, Any], *, day: bool = True, negate: bool = False) -> str:
+    """``the nurse sold a red bicycle in Fennick (on Monday)``, or its negation."""
+    (subj, _), (obj, _), (base, past, _) = e["subj"], e["obj"], e["verb"]
+    tail = f" in {e['place']}" + (f" on {e['day']}" if day else "")
+    return f"{subj} did not {base} {obj}{tail}" if negate else f"{subj} {past} {obj}{tail}"
+
+
+def _cb_embedded(rng: random.Random, label: str) -> tuple[list[str], str]:
+    """A speaker's verb commits (or not) to a clause; the hypothesis is the clause or its negation."""
+    e = _cb_event(rng)
+    negate = rng.random() < 0.5
+    # entailment: a true clause as stated or a false one negated; contradiction: the other two
+    committed = "true" if (label == "entailment") != negate else "false"
+    kind = "open" if label == "neutral" else committed
+    speaker = rng.choice(SPEAKERS)
+    verb = rng.choice(COMMITMENT[kind])
+    day = rng.random() < 0.5
+    premise = [tidy(f"{speaker} {verb} {_clause(e, day=day)}.")]
+    other = _cb_event(rng)  # a distractor claim by someone else, with its own commitment
+    if rng.random() < 0.7:
+        who = rng.choice([s for s in SPEAKERS if s != speaker])
+        premise.append(tidy(f"{who} {rng.choice(COMMITMENT[rng.choice(sorted(COMMITMENT))])} "
+                            f"{_clause(other, day=rng.random() < 0.5)}."))
+    rng.shuffle(premise)
+    return premise, tidy(_clause(e, day=day, negate=negate) + ".")
+
+
+def _cb_fact(rng: random.Random, label: str) -> tuple[list[str], str]:
+    """Plain statements of two or three events; the hypothesis follows, contradicts or goes beyond one."""
+    events = [_cb_event(rng) for _ in range(rng.choice([2, 3]))]
+    e = events[0]
+    general = rng.random() < 0.25  # the premise names the general kind ("a dog")
+    day_stated = rng.random() < 0.6
+    (s_spec, s_gen), (o_spec, o_gen), (base, past, pp) = e["subj"], e["obj"], e["verb"]
+    subj = s_gen if general else s_spec
+    said = [tidy(f"{subj} {past} {o_spec} in {e['place']}"
+                 + (f" on {e['day']}" if day_stated else "") + ".")]
+    said += [tidy(_clause(x, day=rng.random() < 0.5) + ".") for x in events[1:]]
+    rng.shuffle(said)
+    other_day = rng.choice([d for d in WEEKDAYS if d != e["day"]])
+    other_place = rng.choice([p for p in PUBLIC_PLACES if all(p != x["place"] for x in events)])
+    if label == "entailment":
+        kind = rng.choice(["drop", "general", "passive", "where"] + (["day"] if day_stated else []))
+        hyp = {"drop": f"{subj} {past} {o_spec}.",
+               "general": f"{s_gen} {past} {o_gen} in {e['place']}.",
+               "passive": f"{o_spec} was {pp} by {subj} in {e['place']}.",
+               "where": f"{subj} was in {e['place']}.",
+               "day": f"{subj} {past} {o_spec} on {e['day']}."}[kind]
+    elif label == "contradiction":
+        kind = rng.choice(["place", "negate", "nowhere"] + (["day"] if day_stated else []))
+        hyp = {"place": f"{subj} {past} {o_spec} in {other_place}"
+                        + (f" on {e['day']}" if day_stated else "") + ".",
+               "negate": f"{subj} did not {base} {o_spec}.",
+               "nowhere": f"{o_spec} was never {pp} by {subj}.",
+               "day": f"{subj} {past} {o_spec} in {e['place']} on {other_day}."}[kind]
+    else:  # neutral: a detail the premise does not give
+        options = ["reason", "also"] + (["day"] if not day_stated else []) + (
+            ["specific"] if general and s_spec != s_gen else [])
+        kind = rng.choice(options)
+        someone = rng.choice([p for p in MORE_PEOPLE if all(p != x["subj"] for x in events)])
+        hyp = {"reason": f"{subj} {past} {o_spec} {rng.choice(REASONS)}.",
+               "also": f"{someone[0]} {past} {o_spec} in {e['place']} as well.",
+               "day": f"{subj} {past} {o_spec} in {e['place']} on {e['day']}.",
+               "specific": f"{s_spec} {past} {o_spec} in {e['place']}."}[kind]
+    return said, tidy(hyp)
+
+
+def cb(rng: random.Random, label: str) -> dict[str, object]:
+    """Half the time a speaker's commitment decides; half the time the stated facts do."""
+    make = _cb_embedded if rng.random() < 0.5 else _cb_fact
+    premise, hypothesis = make(rng, label)
+    return {"premise": " ".join(premise), "hypothesis": hypothesis, "label": label}
+
+
 MAKERS: dict[str, tuple[Callable[[random.Random, Any], dict[str, object]], list[Any]]] = {
     "boolq": (boolq, [True, False]),
     "rte": (rte, ["entailment", "not_entailment"]),
     "copa": (copa, [0, 1]),
+    "cb": (cb, ["entailment", "contradiction", "neutral"]),
 }
+#: Split sizes where a task differs from SPLITS: CB has more training examples (for Dirichlet
+#: splits over several clients) and a larger test set (tighter intervals on pooled scores).
+TASK_SPLITS = {"cb": {"train": 3000, "validation": 300, "test": 600}}
 
 
 def build_task(seed: int, task: str) -> dict[str, str]:
@@ -228,8 +341,8 @@ def build_task(seed: int, task: str) -> dict[str, str]:
     rng = rng_for(seed, "superglue", task)
     seen: set[str] = set()
     files = {}
-    for split, n in SPLITS.items():
-        want = [labels[i % 2] for i in range(n)]
+    for split, n in TASK_SPLITS.get(task, SPLITS).items():
+        want = [labels[i % len(labels)] for i in range(n)]
         rng.shuffle(want)
         records = []
         for idx, label in enumerate(want):

@@ -5,9 +5,10 @@
 
 Datasets (each in ``<out>/<name>/`` with a datasheet ``README.md``):
 
-- ``public_corpus``: ~1M words of varied English in twelve domains (gen_corpus*.py).
+- ``public_corpus``: ~1M words of varied English in twelve domains (gen_corpus*.py), plus
+  public medical text in files of its own (gen_medical.py).
 - ``clinic_notes``: the private data, synthetic patient notes at four sites (gen_clinic.py).
-- ``superglue``: BoolQ, RTE and COPA in SuperGLUE's schema (gen_superglue.py).
+- ``superglue``: BoolQ, RTE, COPA and CB in SuperGLUE's schema (gen_superglue.py).
 - ``summarization``: short articles in CNN/DailyMail's schema (gen_summarization.py).
 
 Standard library only. Same seed, same bytes: sorted JSON keys, no floats, UTF-8, ``\\n``.
@@ -34,10 +35,11 @@ from gen_datasheets import DATASHEETS  # noqa: E402
 BUILDERS = {"public_corpus": gen_corpus.build, "clinic_notes": gen_clinic.build,
             "superglue": gen_superglue.build, "summarization": gen_summarization.build}
 DESCRIPTIONS = {
-    "public_corpus": "public English text in twelve domains (tokenizer, pretraining, attackers)",
+    "public_corpus": "public English text in twelve domains (tokenizer, pretraining, attackers), "
+                     "and public medical text (continued pretraining)",
     "clinic_notes": "the private data: synthetic patient notes at four non-IID sites, with "
                     "entity spans, triage labels and summaries",
-    "superglue": "BoolQ, RTE and COPA in the official SuperGLUE schema",
+    "superglue": "BoolQ, RTE, COPA and CB in the official SuperGLUE schema",
     "summarization": "short news articles with highlights in the CNN/DailyMail schema",
 }
 
@@ -59,8 +61,9 @@ def index(seed: int) -> str:
         "Each folder has a datasheet (what it is, how it was made, fields, sizes, intended use, "
         "limitations). `tests/test_datasets.py` checks that regenerating gives the same bytes.\n\n"
         "| dataset | what |\n|---|---|\n" + rows + "\n\n"
-        "The generator is split by dataset: `gen_corpus.py` (with `gen_corpus_extra.py` and the "
-        "fact sentences in `gen_facts.py`), `gen_clinic.py`, `gen_superglue.py` and "
+        "The generator is split by dataset: `gen_corpus.py` (with `gen_corpus_extra.py`, the "
+        "fact sentences in `gen_facts.py` and the medical text in `gen_medical.py`), "
+        "`gen_clinic.py`, `gen_superglue.py` and "
         "`gen_summarization.py`; public word lists are in `gen_lexicon.py`, shared helpers in "
         "`gen_common.py`, the datasheets in `gen_datasheets.py`. `generate.py` is the only entry "
         "point. The real benchmarks "

@@ -1,6 +1,6 @@
 """Centralized fine-tuning and evaluation: the baseline every split/federated run is compared to.
 
-Classification tasks (BoolQ, RTE, COPA, triage) are scored the way LM evaluations usually do it:
+Classification tasks (BoolQ, RTE, CB, COPA, triage) are scored the way LM evaluations usually do it:
 the answer whose tokens the model finds most likely wins. Generation tasks (summaries) decode
 greedily and are scored with ROUGE. Each comes with the baseline a model must beat: the
 majority class, or the article's first sentence (lead-1).
@@ -183,7 +183,8 @@ SANITY_RUNS: dict[str, dict[str, dict[str, Any]]] = {
 
 #: task -> (max_len, answer tokens to generate or None for classification)
 _SANITY_TASKS: dict[str, tuple[int, int | None]] = {"boolq": (128, None), "rte": (128, None),
-                                                    "copa": (96, None), "summarization": (320, 48)}
+                                                    "cb": (128, None), "copa": (96, None),
+                                                    "summarization": (320, 48)}
 
 
 def finetune_sanity(task: str, *, steps: int, eval_size: int, batch_size: int = 16, lr: float = 1e-3,
@@ -192,7 +193,7 @@ def finetune_sanity(task: str, *, steps: int, eval_size: int, batch_size: int = 
     """Fine-tune the shipped pretrained GLM on one shipped task and score it against its baseline.
 
     Args:
-        task: ``"boolq"``, ``"rte"``, ``"copa"`` (accuracy vs majority class) or
+        task: ``"boolq"``, ``"rte"``, ``"cb"``, ``"copa"`` (accuracy vs majority class) or
             ``"summarization"`` (ROUGE-L F1 vs the lead-1 sentence).
         steps: training steps (batches; the training set is cycled in a seeded order).
         eval_size: how many validation examples to score (the first ``eval_size``).

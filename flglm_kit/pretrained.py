@@ -2,9 +2,12 @@
 
 ``flglm_kit/assets/tiny-glm/`` holds a byte-level BPE tokenizer (4,096 tokens; ``<pad>`` = 0,
 ``<bos>`` = 1, ``<eos>`` = 2, ``<sep>`` = 3) and a ~4M-parameter ``GlmForCausalLM`` (6 decoder
-layers, untied LM head) pretrained on ``datasets/public_corpus``. Both are built by
+layers, untied LM head) pretrained on ``datasets/public_corpus`` (``train.txt``, then a few
+minutes more with its public medical text mixed in). Both are built by
 
     python scripts/train_tokenizer.py && python scripts/pretrain_tiny_glm.py
+    python scripts/pretrain_tiny_glm.py --continue-from flglm_kit/assets/tiny-glm \
+        --steps 400 --lr 5e-4 --warmup 20 --threads 1 --max-minutes 12
 
 and described, with their numbers, in ``assets/tiny-glm/README.md`` and ``card.json``.
 
@@ -19,6 +22,11 @@ and the tests share a single definition:
 3. each window is scored on its own: every token but the window's first is predicted from
    the tokens before it in that window; perplexity = exp(mean negative log-likelihood).
 
+The card also reports how well the model meets the *private* domain before any fine-tuning:
+:func:`answer_loss`, the mean next-token loss on the answer tokens of the clinic notes as the
+fine-tuning collation formats them (``<bos> Note: ... Summary: <sep> answer <eos>``), i.e. the
+loss of fine-tuning's first step. Uniform guessing over 4,096 tokens scores ln 4096 = 8.32.
+
 Introduced in notebook 01 (used from notebook 02 on).
 """
 
@@ -27,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -40,6 +48,7 @@ from transformers import (
 )
 
 from flglm_kit.data.records import read_text
+from flglm_kit.data.tasks import Example
 from flglm_kit.device import get_device
 from flglm_kit.losses import next_token_loss, supervised_tokens
 
@@ -53,12 +62,16 @@ __all__ = [
     "pack_documents",
     "heldout_perplexity",
     "unigram_perplexity",
+    "answer_loss",
+    "CLINIC_LOSS_EXAMPLES",
 ]
 
 #: Where the shipped tokenizer and model live.
 ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "tiny-glm"
 #: How to rebuild them from the repository root.
-REBUILD_COMMAND = "python scripts/train_tokenizer.py && python scripts/pretrain_tiny_glm.py"
+REBUILD_COMMAND = ("python scripts/train_tokenizer.py && python scripts/pretrain_tiny_glm.py && "
+                   "python scripts/pretrain_tiny_glm.py --continue-from flglm_kit/assets/tiny-glm "
+                   "--steps 400 --lr 5e-4 --warmup 20 --threads 1 --max-minutes 12")
 #: How to restore the committed ones from the repository root.
 RESTORE_COMMAND = "git checkout flglm_kit/assets"
 #: The files whose SHA-256 the model card records (``card.json``, key ``"sha256"``).
@@ -327,6 +340,68 @@ def heldout_perplexity(
         count += supervised_tokens(batch)  # B * (T-1): every token but each window's first
     model.train(was_training)
     return math.exp(total_nll / count)
+
+
+#: The clinic-notes examples the card's starting loss is measured on (split, task, count).
+CLINIC_LOSS_EXAMPLES = ("validation", "summary", 200)
+
+
+@torch.no_grad()
+def answer_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    *,
+    max_len: int = 256,
+    batch_size: int = 32,
+) -> float:
+    """Mean next-token loss (nats per token) on the examples' answer tokens and ``<eos>``.
+
+    The examples are encoded exactly as fine-tuning encodes them
+    (:func:`flglm_kit.data.encode_example`: ``<bos> prompt <sep> answer <eos>``, loss on the
+    answer only), so this is the loss the first fine-tuning step sees, averaged over tokens.
+
+    Args:
+        model: a causal LM (put in eval mode for the duration; its device is used).
+        tokenizer: the model's tokenizer (with ``<pad>``, ``<bos>``, ``<eos>``, ``<sep>``).
+        examples: labelled examples, e.g. from :func:`flglm_kit.data.load_clinic_notes`.
+        max_len: token budget per example (prompts are cut from the start, as in fine-tuning).
+        batch_size: examples per forward pass (does not change the result beyond float noise).
+
+    Returns:
+        The summed answer-token negative log-likelihood over the number of answer tokens.
+
+    Raises:
+        ValueError: if ``examples`` is empty.
+
+    Introduced in the model card (``assets/tiny-glm/README.md``); planned for notebook 06.
+
+    Example:
+        >>> from flglm_kit.data import load_clinic_notes
+        >>> tokenizer, model = load_pretrained(device="cpu")
+        >>> notes = load_clinic_notes("validation")[:8]
+        >>> answer_loss(model, tokenizer, notes) < math.log(len(tokenizer))  # beats uniform
+        True
+    """
+    from flglm_kit.data import collate, encode_example, special_ids
+
+    if not examples:
+        raise ValueError("no examples to score")
+    device = next(model.parameters()).device
+    pad = special_ids(tokenizer).pad
+    was_training = model.training
+    model.eval()
+    total_nll, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        chunk = [encode_example(ex, tokenizer, max_len=max_len)
+                 for ex in examples[start:start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_id=pad).items()}  # (B, T) each
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits.float()  # (B, T, V)
+        total_nll += float(next_token_loss(logits, batch["labels"], reduction="sum"))
+        count += supervised_tokens(batch["labels"])
+    model.train(was_training)
+    return total_nll / count
 
 
 def unigram_perplexity(

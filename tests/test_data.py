@@ -17,7 +17,8 @@ from transformers import PreTrainedTokenizerFast
 
 from flglm_kit.data import (
     IGNORE_INDEX, DataError, Example, TaskDataset, classification_choices, clinic_examples,
-    collate, data_root, decode_answer, encode_example, encode_prompt, load_clinic_notes,
+    collate, data_root, decode_answer, dirichlet_partition, encode_example, encode_prompt,
+    label_skew, load_clinic_notes,
     load_corpus, load_summarization, load_superglue, make_loader, special_ids,
     summarization_examples, superglue_examples, toy_tokenizer,
 )
@@ -25,7 +26,7 @@ from flglm_kit.data import tasks
 from flglm_kit.split import Spans
 
 ROOT = Path(__file__).resolve().parents[1]
-CUES = {"boolq": "\nAnswer:", "rte": "\nAnswer:", "copa": "\nAnswer:"}
+CUES = {"boolq": "\nAnswer:", "rte": "\nAnswer:", "copa": "\nAnswer:", "cb": "\nAnswer:"}
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -65,7 +66,7 @@ def tokenizer() -> PreTrainedTokenizerFast:
 # --- shipped files -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("task,split,n", [("boolq", "train", 2000), ("rte", "validation", 300),
-                                          ("copa", "test", 300)])
+                                          ("copa", "test", 300), ("cb", "train", 3000)])
 def test_superglue_shipped_files_load_with_answers_among_choices(task, split, n):
     # Execute
     examples = load_superglue(task, split)
@@ -76,7 +77,23 @@ def test_superglue_shipped_files_load_with_answers_among_choices(task, split, n)
         assert ex.answer in classification_choices(task, ex)
     labels = [ex.label for ex in examples]
     assert sorted(set(map(repr, labels))) == sorted({repr(x) for x in labels[:50]})
-    assert labels.count(labels[0]) == n // 2
+    assert labels.count(labels[0]) == n // len(set(map(repr, labels)))
+
+
+def test_cb_has_three_classes_and_a_dirichlet_split_skews_them():
+    # Prepare: the hard three-class task the federated comparison splits by label.
+    train = load_superglue("cb", "train")
+    labels = [ex.label for ex in train]
+    # Execute
+    parts = dirichlet_partition(labels, 4, alpha=0.3, seed=0, min_size=32)
+    # Assert: CB's schema (label == answer, three choices in the hub's order) and a real skew.
+    assert classification_choices("cb") == ["entailment", "contradiction", "neutral"]
+    assert all(ex.answer == ex.label and "\nEntailment, contradiction or neutral?\n" in ex.prompt
+               for ex in train)
+    assert sorted(i for part in parts for i in part) == list(range(len(train)))
+    assert label_skew(parts, labels) > 0.2  # IID would be ~0.01
+    hub = superglue_examples("cb", [{"premise": "A.", "hypothesis": "B.", "idx": 0, "label": 1}])
+    assert hub[0].answer == "contradiction"  # ClassLabel id 1 of aps/super_glue's cb
 
 
 def test_superglue_answers_follow_each_schema():
@@ -279,7 +296,7 @@ def test_in_memory_converters_name_rows():
     with pytest.raises(DataError, match="'triage' must be 'routine', 'urgent' or 'emergency'"):
         clinic_examples([rec])
     with pytest.raises(ValueError, match="task must be one of"):
-        load_superglue("cb")
+        load_superglue("multirc")
     with pytest.raises(ValueError, match="pass example="):
         classification_choices("copa")
 

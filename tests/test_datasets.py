@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "datasets"
 CLINIC_SPLITS = ("train", "validation", "test")
+CORPUS_FILES = ("train.txt", "validation.txt", "medical_train.txt", "medical_validation.txt")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def clinic() -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def corpus() -> str:
     return "".join((DATA / "public_corpus" / f).read_text(encoding="utf-8")
-                   for f in ("train.txt", "validation.txt"))
+                   for f in CORPUS_FILES)
 
 
 def _committed() -> dict[str, bytes]:
@@ -194,6 +195,7 @@ def test_a_per_position_prior_gets_template_tokens_but_no_identifiers(
     ("boolq", {"question", "passage", "idx", "label"}),
     ("rte", {"premise", "hypothesis", "idx", "label"}),
     ("copa", {"premise", "choice1", "choice2", "question", "idx", "label"}),
+    ("cb", {"premise", "hypothesis", "idx", "label"}),
 ])
 def test_superglue_files_use_the_official_schema(task: str, fields: set[str]) -> None:
     for split in CLINIC_SPLITS:
@@ -202,7 +204,8 @@ def test_superglue_files_use_the_official_schema(task: str, fields: set[str]) ->
         assert all(set(r) == fields and type(r["idx"]) is int for r in recs)
         labels = Counter(json.dumps(r["label"]) for r in recs)
         allowed = {"boolq": {"true", "false"}, "rte": {'"entailment"', '"not_entailment"'},
-                   "copa": {"0", "1"}}[task]
+                   "copa": {"0", "1"},
+                   "cb": {'"entailment"', '"contradiction"', '"neutral"'}}[task]
         assert set(labels) == allowed and max(labels.values()) <= 0.6 * len(recs)
         text = [v for r in recs for k, v in r.items() if k not in ("idx", "label")]
         assert all(type(v) is str and v.strip() for v in text)
@@ -262,7 +265,7 @@ def test_no_split_overlaps_another(clinic: dict[str, list[dict]]) -> None:
 
     disjoint([[r["note"] for r in clinic[s]] for s in CLINIC_SPLITS])
     disjoint([[r["id"] for r in clinic[s]] for s in CLINIC_SPLITS])
-    for task in ("boolq", "rte", "copa"):
+    for task in ("boolq", "rte", "copa", "cb"):
         disjoint([[json.dumps({k: v for k, v in r.items() if k not in ("idx", "label")},
                               sort_keys=True)
                    for r in _jsonl(DATA / "superglue" / task / f"{s}.jsonl")]
@@ -271,8 +274,35 @@ def test_no_split_overlaps_another(clinic: dict[str, list[dict]]) -> None:
     disjoint([[r["article"] for r in recs] for recs in summ])
     disjoint([[r["id"] for r in recs] for recs in summ])
     disjoint([(DATA / "public_corpus" / f).read_text(encoding="utf-8").splitlines()
-              for f in ("train.txt", "validation.txt")])
+              for f in CORPUS_FILES])
 
 
 def test_total_committed_data_stays_small() -> None:
-    assert sum(len(b) for b in _committed().values()) < 16_000_000
+    assert sum(len(b) for b in _committed().values()) < 19_000_000
+
+
+# ------------------------------------------------------------------ (g) public medical text
+def test_medical_text_covers_the_clinic_vocabulary_but_no_record(gen: ModuleType) -> None:
+    import gen_clinic
+
+    text = "".join((DATA / "public_corpus" / f"medical_{s}.txt").read_text(encoding="utf-8")
+                   for s in ("train", "validation"))
+    lower = text.lower()
+    conditions = [c for conds in gen_clinic.SPECIALTIES.values() for c in conds]
+    medicines = {m for conds in gen_clinic.SPECIALTIES.values() for meds, *_ in conds.values()
+                 for m in meds}
+    assert all(c in lower for c in conditions)
+    assert all(m in lower for m in medicines)
+    # Nothing shaped like a record: no record-number or birth-date field, no note header.
+    assert not re.search(r"\b(MRN|DOB|date of birth|Hospital no|unit number|Patient:|Child:)",
+                         text)
+
+
+def test_the_tokenizer_trainer_reads_train_txt_only() -> None:
+    # The medical text came after the tokenizer: it must not change it (tokenizer.json stays
+    # byte-identical; tests/test_pretrained.py retrains it and compares the bytes).
+    spec = importlib.util.spec_from_file_location("train_tok", ROOT / "scripts" / "train_tokenizer.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.CORPUS == DATA / "public_corpus" / "train.txt"

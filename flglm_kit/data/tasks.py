@@ -1,4 +1,4 @@
-"""Task loaders: SuperGLUE (BoolQ, RTE, COPA), summarization, clinic notes and the public corpus.
+"""Task loaders: SuperGLUE (BoolQ, RTE, COPA, CB), summarization, clinic notes and the public corpus.
 
 Every loader returns :class:`Example` objects already written for a causal LM: a ``prompt`` that
 ends in a cue line (``Answer:``, ``Highlights:``, ``Summary:``, ``Triage:``) and an ``answer``,
@@ -12,6 +12,8 @@ Prompt formats (``{...}`` are the record's fields, ``|`` a line break) and answe
              -> yes  or  no
     rte      Premise: {premise}|Hypothesis: {hypothesis}|Entailment or not entailment?|Answer:
              -> entailment  or  not entailment
+    cb       Premise: {premise}|Hypothesis: {hypothesis}|Entailment, contradiction or neutral?|
+             Answer:  -> entailment, contradiction or neutral
     copa     Premise: {premise}|Option 1: {choice1}|Option 2: {choice2}|
              Which option is the {cause or effect}?|Answer:
              -> the chosen option's text
@@ -47,7 +49,7 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 
-SUPERGLUE_TASKS = ("boolq", "rte", "copa")
+SUPERGLUE_TASKS = ("boolq", "rte", "copa", "cb")
 TRIAGE_LABELS = ("routine", "urgent", "emergency")
 
 #: Hub ids for ``source="hf"`` (the old ids ``super_glue`` / ``cnn_dailymail`` redirect here).
@@ -55,10 +57,10 @@ HF_SUPERGLUE = "aps/super_glue"
 HF_CNN_DAILYMAIL = ("abisee/cnn_dailymail", "3.0.0")
 
 _SPLITS = ("train", "validation", "test")
-_OFFICIAL_DIRS = {"boolq": "BoolQ", "rte": "RTE", "copa": "COPA"}  # folders of the official zip
+_OFFICIAL_DIRS = {"boolq": "BoolQ", "rte": "RTE", "copa": "COPA", "cb": "CB"}  # folders of the official zip
 # Choice order follows the hub's ClassLabel ids, so choices[int label] is always the answer.
 _CHOICES = {"boolq": ("no", "yes"), "rte": ("entailment", "not entailment"),
-            "triage": TRIAGE_LABELS}
+            "cb": ("entailment", "contradiction", "neutral"), "triage": TRIAGE_LABELS}
 
 
 @dataclass
@@ -91,11 +93,11 @@ def classification_choices(task: str, example: Example | None = None) -> list[st
     """The candidate answers of a classification task, for scoring by answer log-likelihood.
 
     Args:
-        task: ``"boolq"``, ``"rte"``, ``"copa"`` or ``"triage"``.
+        task: ``"boolq"``, ``"rte"``, ``"cb"``, ``"copa"`` or ``"triage"``.
         example: needed for COPA, whose two candidates are the example's own options.
 
     Returns:
-        The candidate answer strings; for BoolQ, RTE and COPA in the hub's label order, so
+        The candidate answer strings; for BoolQ, RTE, CB and COPA in the hub's label order, so
         ``choices[label_id]`` is the answer. Candidates differ in token length ("not
         entailment"), so compare summed log-likelihoods with that in mind.
 
@@ -151,6 +153,15 @@ def _rte(row: Row) -> Example:
     return Example(prompt, answer, label, {"choices": list(_CHOICES["rte"])})
 
 
+def _cb(row: Row) -> Example:
+    premise, hypothesis = row.text("premise"), row.text("hypothesis")
+    label = _label(row, _CHOICES["cb"])
+    prompt = (f"Premise: {premise}\nHypothesis: {hypothesis}\n"
+              "Entailment, contradiction or neutral?\nAnswer:")
+    return Example(prompt, "" if label is None else str(label), label,
+                   {"choices": list(_CHOICES["cb"])})
+
+
 def _copa(row: Row) -> Example:
     premise, choices = row.text("premise"), [row.text("choice1"), row.text("choice2")]
     question = row.choice("question", ("cause", "effect"))
@@ -161,7 +172,8 @@ def _copa(row: Row) -> Example:
     return Example(prompt, answer, label, {"choices": choices, "question": question})
 
 
-_SUPERGLUE: dict[str, Callable[[Row], Example]] = {"boolq": _boolq, "rte": _rte, "copa": _copa}
+_SUPERGLUE: dict[str, Callable[[Row], Example]] = {"boolq": _boolq, "rte": _rte, "copa": _copa,
+                                                   "cb": _cb}
 
 
 def convert_rows(rows: Iterable[Row], make: Callable[[Row], Example], meta: dict[str, Any],
@@ -184,7 +196,7 @@ def superglue_examples(task: str, records: Iterable[Mapping[str, Any]], *,
     (or any iterable of dicts) to use it directly.
 
     Args:
-        task: ``"boolq"``, ``"rte"`` or ``"copa"``.
+        task: ``"boolq"``, ``"rte"``, ``"copa"`` or ``"cb"``.
         records: one mapping per example.
         origin: names the source in errors (``'<origin> row <i>'``).
 
@@ -208,10 +220,14 @@ def superglue_examples(task: str, records: Iterable[Mapping[str, Any]], *,
 
 def load_superglue(task: str, split: str = "train", *, path: PathLike | None = None,
                    source: Literal["local", "hf"] = "local") -> list[Example]:
-    """Load BoolQ, RTE or COPA as formatted examples.
+    """Load BoolQ, RTE, COPA or CB as formatted examples.
+
+    The shipped CB (three classes: entailment, contradiction, neutral) is the kit's hard task,
+    with headroom for comparing centralized, federated and local-only fine-tuning; split it
+    over clients by label with :func:`flglm_kit.data.dirichlet_partition` on ``ex.label``.
 
     Args:
-        task: ``"boolq"``, ``"rte"`` or ``"copa"``.
+        task: ``"boolq"``, ``"rte"``, ``"copa"`` or ``"cb"``.
         split: ``"train"``, ``"validation"`` (or ``"val"``) or ``"test"``.
         path: a file, or a folder holding ``<split>.jsonl`` (``val.jsonl`` accepted for
             validation) directly or in ``<task>/`` or the official ``BoolQ/``-style folder;
