@@ -16,7 +16,7 @@ dtype, NaN, an unknown recipient, a sealed update in a plain round or the revers
 reply and nothing of the round is lost. A participant that never sends is left out when the
 operator closes the round (:meth:`Aggregator.close_round`), and named as absent.
 
-Introduced in notebook 06.
+Used through Federation (aggregate="server" or "clients") in notebook 06.
 """
 
 from __future__ import annotations

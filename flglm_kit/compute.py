@@ -96,7 +96,7 @@ class SessionLimits:
         >>> SessionLimits(max_sessions=8).max_sessions_per_client
         2
 
-    Introduced in notebook 06.
+    Not called directly in a notebook (the server uses it for generation, notebook 06).
     """
 
     max_sessions_per_client: int = 2
@@ -139,7 +139,7 @@ class GenerationSessions:
         >>> len(sessions), sessions.max_tokens
         (0, 256)
 
-    Introduced in notebook 06.
+    Not called directly in a notebook (the server uses it for generation, notebook 06).
     """
 
     def __init__(self, limits: SessionLimits, *, max_tokens: int) -> None:

@@ -29,7 +29,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from flglm_kit.client import SplitClient
-from flglm_kit.data import Example, collate, decode_answer, encode_example, encode_prompt, special_ids
+from flglm_kit.data import (Example, collate, decode_answer, dirichlet_partition, encode_example, encode_prompt,
+                            load_clinic_notes, load_superglue, site_partition, special_ids)
 from flglm_kit.federation import Federation, PeftMethod
 from flglm_kit.finetune import evaluate_choices
 from flglm_kit.losses import next_token_loss
@@ -38,7 +39,7 @@ from flglm_kit.split import SplitModel, split_model
 from flglm_kit.stats import Interval, mean_interval
 
 __all__ = ["Budget", "Setup", "RunScore", "Comparison", "run_arm", "compare", "ARMS", "peft_method",
-           "split_generate_answers", "rouge_l_per_example"]
+           "split_generate_answers", "rouge_l_per_example", "task_setup", "MAX_LEN"]
 
 ARMS = ("centralized", "federated", "local-only")
 
@@ -130,6 +131,33 @@ class Comparison:
         rows.append(f"accuracy on {'/'.join(map(str, sorted(n)))} pooled test examples; seeds {seeds}; "
                     "95 % t-intervals over seeds")
         return "\n".join(rows)
+
+
+#: tokens per example: triage notes keep their symptoms and vital signs; CB fits whole.
+MAX_LEN = {"triage": 160, "cb": 128}
+
+
+def task_setup(task: str, *, eval_size: int = 300, num_clients: int = 4, alpha: float = 0.3,
+               seed: int = 0) -> Setup:
+    """The comparison's non-IID tasks, split across clients.
+
+    ``"triage"``: clinic triage, one client per hospital site (each site its own case mix).
+    ``"cb"``: CommitmentBank (SuperGLUE schema, three labels), split over ``num_clients`` by a
+    Dirichlet(``alpha``) draw over labels (each client at least 32 examples). The test set is the
+    first ``eval_size`` examples of the task's test split, pooled over every site.
+    """
+    if task == "triage":
+        train, test = load_clinic_notes("train", task="triage"), load_clinic_notes("test", task="triage")
+        parts = site_partition([ex.meta["site"] for ex in train])
+        names = sorted({str(ex.meta["site"]) for ex in train})
+    elif task == "cb":
+        train, test = load_superglue("cb", "train"), load_superglue("cb", "test")
+        parts = dirichlet_partition([ex.answer for ex in train], num_clients, alpha=alpha, seed=seed, min_size=32)
+        names = [f"client-{k}" for k in range(num_clients)]
+    else:
+        raise ValueError(f"task must be 'triage' or 'cb', not {task!r}")
+    shards = {n: [train[i] for i in part] for n, part in zip(names, parts)}
+    return Setup(task, shards, list(test[:eval_size]), max_len=MAX_LEN[task], name=task)
 
 
 def peft_method(name: str, **options: Any) -> PeftMethod | None:

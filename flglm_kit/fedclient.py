@@ -9,7 +9,7 @@ and applies what comes back:
   group key, which this client opens and averages with its own, in client-id order, so every
   participant computes the same bits (and the same bits as the server would).
 
-Introduced in notebook 06.
+Used through Federation in notebook 06.
 """
 
 from __future__ import annotations

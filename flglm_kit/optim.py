@@ -58,7 +58,7 @@ def trainable_parameters(*modules: nn.Module | None) -> list[nn.Parameter]:
         >>> [tuple(p.shape) for p in trainable_parameters(layer, layer, None)]
         [(2, 2)]
 
-    Introduced in notebook 06.
+    Not called directly in a notebook (the parties use it).
     """
     return [p for p in unique_parameters(*modules) if p.requires_grad]
 
@@ -86,7 +86,7 @@ def only_trainable(factory: OptimizerFactory = default_optimizer) -> OptimizerFa
         >>> [tuple(p.shape) for p in opt.param_groups[0]["params"]]
         [(2,)]
 
-    Introduced in notebook 06.
+    Not called directly in a notebook yet.
     """
 
     def make(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:

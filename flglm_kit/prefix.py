@@ -122,7 +122,7 @@ def prefix_parameters(split: SplitModel) -> dict[str, int]:
     Returns:
         Counts of prefix entries that require gradients, per part.
 
-    Introduced in notebook 06.
+    Not called directly in a notebook yet.
     """
     counts = {}
     for name in _PARTS:

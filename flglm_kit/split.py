@@ -239,7 +239,7 @@ class PartCache:
         >>> cache.past_len, cache.nbytes() > 0
         (5, True)
 
-    Introduced in notebook 06.
+    Not called directly in a notebook (the parties use it for generation, notebook 06).
     """
 
     def __init__(self, config: Any, layer_indices: list[int], batch_size: int,

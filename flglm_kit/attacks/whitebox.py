@@ -214,7 +214,7 @@ def whitebox_token_matching(activations: torch.Tensor, spans_or_lengths: Spans |
         (B, T) long ids on the CPU, ``pad_id`` at padding.
 
     Raises:
-        ValueError: for sliding-window attention (not supported here).
+        ValueError: for sliding-window attention or a P-tuning prefix (not supported here).
 
     Introduced in notebook 03.
 
@@ -228,6 +228,9 @@ def whitebox_token_matching(activations: torch.Tensor, spans_or_lengths: Spans |
     """
     if "sliding_attention" in (getattr(input_block.config, "layer_types", None) or []):
         raise ValueError("whitebox_token_matching supports full attention only (no sliding window)")
+    if getattr(input_block, "prefix_len", 0):
+        raise ValueError("whitebox_token_matching does not model P-tuning prefixes yet: it would search the whole "
+                         "vocabulary and verify nothing. Attack a block without a prefix")
     table = weight_of(input_block.embed_tokens)[: vocab_size or None]  # (V, H)
     device = table.device
     batch_size, seq_len, _ = activations.shape

@@ -24,7 +24,7 @@ the group key and opens every update (secure aggregation with pairwise masks wou
 individual updates from peers too; the kit does not implement it). The server still sees each
 client's activations and gradients every step, which is what the attacks of notebooks 02-03 use.
 
-Introduced in notebook 06.
+Used through Federation(aggregate="clients") in notebook 06.
 """
 
 from __future__ import annotations
