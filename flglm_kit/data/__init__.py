@@ -13,7 +13,7 @@ Everything runs offline on the shipped synthetic datasets; ``source="hf"`` loads
 SuperGLUE and CNN/DailyMail through the optional ``datasets`` package.
 
 Two non-IID tasks leave room between centralized and local-only fine-tuning (measured by
-``scripts/headroom_check.py``): clinic triage split by site
+``scripts/federated_comparison.py``): clinic triage split by site
 (``load_clinic_notes(split, task="triage")``, clients from :func:`site_partition` on
 ``ex.meta["site"]``) and the three-class CB split by label (``load_superglue("cb", split)``,
 clients from :func:`dirichlet_partition` on ``ex.label``).
