@@ -4,13 +4,13 @@ Three arms, each trained from the same pretrained checkpoint with the same param
 method, the same learning rate and the same number of samples, then scored on the same pooled
 test set (every site's test data):
 
-* **centralized**: one model sees all the clients' data pooled (batches of ``clients x batch``,
-  ``rounds x local_steps`` steps: the same samples and steps as one federated client's);
+* **centralized**: one model sees all the clients' data pooled, ``clients x rounds x local_steps``
+  steps of ``batch`` (the same samples as the whole federation, the same batch size);
 * **federated**: the FL-GLM layout through :class:`~flglm_kit.federation.Federation`: each client
   takes ``local_steps`` steps of ``batch`` on its own shard per round, then FedAvg of the client
   blocks (the server's trunk is shared and steps on every client's batch);
-* **local-only**: each site trains alone on its own shard (``rounds x local_steps`` steps of
-  ``batch``), and is scored on everyone's test data; the arm's score is the mean over sites.
+* **local-only**: each site trains alone on its own shard, as many steps as centralized, and is
+  scored on everyone's test data; the arm's score is the mean over sites.
 
 Introduced in notebook 06.
 """
@@ -46,7 +46,8 @@ ARMS = ("centralized", "federated", "local-only")
 
 @dataclass(frozen=True)
 class Budget:
-    """How much each arm trains: ``rounds x local_steps`` steps of ``batch`` examples per client."""
+    """How much each arm trains: ``rounds x local_steps`` steps of ``batch`` examples per federated client
+    (centralized and each local-only model: as many samples as the whole federation)."""
 
     rounds: int
     local_steps: int
@@ -226,15 +227,15 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
     if arm == "centralized":
         pooled = [ex for c in clients for ex in setup.shards[c]]
         split = _split(model_fn, method, options)
-        _train_alone(split, _stream(pooled, tokenizer, batch=budget.batch * len(clients), max_len=setup.max_len,
-                                    seed=seed), budget.steps, lr)
+        _train_alone(split, _stream(pooled, tokenizer, batch=budget.batch, max_len=setup.max_len, seed=seed),
+                     budget.steps * len(clients), lr)
         return [RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start)]
     if arm == "local-only":
         out = []
         for i, site in enumerate(clients):
             split = _split(model_fn, method, options)
             _train_alone(split, _stream(setup.shards[site], tokenizer, batch=budget.batch, max_len=setup.max_len,
-                                        seed=seed * 1000 + i), budget.steps, lr)
+                                        seed=seed * 1000 + i), budget.steps * len(clients), lr)
             out.append(RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, site))
             start = time.perf_counter()
         return out
