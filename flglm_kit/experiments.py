@@ -121,12 +121,14 @@ class Comparison:
         """One row per method: each arm's accuracy in % with its interval, and the two gaps."""
         head = f"{'method':8} " + " ".join(f"{a:>24}" for a in ARMS) + f" {'fed - central':>22} {'fed - local':>22}"
         rows = [head]
+        arms = {r.arm for r in self.runs}
         for m in self.methods:
-            cells = [self.arm(a, m).pct() for a in ARMS]
-            gaps = [self.gap("federated", "centralized", m), self.gap("federated", "local-only", m)]
+            cells = [self.arm(a, m).pct() if a in arms else "-" for a in ARMS]
+            gaps = [self.gap("federated", other, m) if {"federated", other} <= arms else None
+                    for other in ("centralized", "local-only")]
             rows.append(f"{m:8} " + " ".join(f"{c:>24}" for c in cells)
-                        + "".join(f" {100 * g.estimate:+6.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]".rjust(23)
-                                  for g in gaps))
+                        + "".join((f" {100 * g.estimate:+6.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]" if g
+                                   else " -").rjust(23) for g in gaps))
         n = {r.n for r in self.runs}
         seeds = sorted({r.seed for r in self.runs})
         rows.append(f"accuracy on {'/'.join(map(str, sorted(n)))} pooled test examples; seeds {seeds}; "
