@@ -74,3 +74,18 @@ def make_parties(model: torch.nn.Module, *, client_ids: Sequence[str] = ("hospit
                          server_optimizer=server_optimizer, record_server_view=True, keep_frames=keep_frames,
                          copy_split=False, client_options=client_options)
     return Parties(fed.split, fed.server, fed.transport, list(fed.clients.values()), fed.server_identity, fed.seen)
+
+
+def padded_batch(padding: str, vocab: int, batch: int = 3, seq_len: int = 12
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, mask, labels): rows of length T, T-4 and T-7, padded on ``padding`` ("right" or "left")."""
+    g = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(3, vocab, (batch, seq_len), generator=g)
+    mask = torch.zeros(batch, seq_len, dtype=torch.long)
+    for row, n in enumerate([seq_len, seq_len - 4, seq_len - 7][:batch]):
+        if padding == "right":
+            mask[row, :n] = 1
+        else:
+            mask[row, seq_len - n:] = 1
+    input_ids = input_ids.masked_fill(mask == 0, 0)
+    return input_ids, mask, input_ids.masked_fill(mask == 0, -100)

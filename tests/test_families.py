@@ -17,6 +17,8 @@ import pytest
 import torch
 import transformers
 
+from conftest import padded_batch
+
 from flglm_kit.families import REFUSED, SUPPORTED
 from flglm_kit.split import split_model
 
@@ -34,16 +36,7 @@ MIN_LLAMA_LAYOUT = 100  # observed 104 with transformers 5.24: a broken discover
 
 
 def _batch(padding: str, vocab: int):
-    g = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(3, vocab, (B, T), generator=g)
-    mask = torch.zeros(B, T, dtype=torch.long)
-    for row, n in enumerate([T, T - 4, T - 7]):
-        if padding == "right":
-            mask[row, :n] = 1
-        else:
-            mask[row, T - n:] = 1
-    input_ids = input_ids.masked_fill(mask == 0, 0)
-    return input_ids, mask, input_ids.masked_fill(mask == 0, -100)
+    return padded_batch(padding, vocab, B, T)
 
 
 def _assert_split_equals_whole(model, padding: str) -> None:

@@ -13,6 +13,8 @@ import transformers
 from peft import inject_adapter_in_model
 from torch import nn
 
+from conftest import padded_batch
+
 from flglm_kit.client import SplitClient
 from flglm_kit.crypto import Identity
 from flglm_kit.families import SUPPORTED
@@ -45,16 +47,7 @@ def _families_script():
 
 
 def _batch(padding: str, vocab: int):
-    g = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(3, vocab, (B, T), generator=g)
-    mask = torch.zeros(B, T, dtype=torch.long)
-    for row, n in enumerate([T, T - 4, T - 7]):
-        if padding == "right":
-            mask[row, :n] = 1
-        else:
-            mask[row, T - n:] = 1
-    input_ids = input_ids.masked_fill(mask == 0, 0)
-    return input_ids, mask, input_ids.masked_fill(mask == 0, -100)
+    return padded_batch(padding, vocab, B, T)
 
 
 def _randomize_adapters(module: nn.Module, seed: int = 0) -> None:
