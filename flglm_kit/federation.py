@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -378,14 +379,9 @@ class Federation:
         layout = self.layout
         if agg.last_average is None or layout is None:
             return None
-        out, offset = {}, 0
-        for name, shape in zip(layout.names, layout.shapes):
-            n = 1
-            for d in shape:
-                n *= d
-            out[name] = agg.last_average[offset:offset + n].view(shape)
-            offset += n
-        return out
+        sizes = [math.prod(shape) for shape in layout.shapes]
+        return {name: t.view(shape) for name, shape, t in
+                zip(layout.names, layout.shapes, agg.last_average.split(sizes))}
 
     def public_input_block(self) -> InputBlock:
         """A copy of the input block every client started from (the public checkpoint's, after ``peft``)."""

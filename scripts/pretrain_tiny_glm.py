@@ -94,6 +94,12 @@ MODEL_CONFIG: dict[str, Any] = dict(
 )
 
 
+
+def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings the card records, for a fresh run and a continued one alike."""
+    return {"steps_planned": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr,
+            "warmup": args.warmup, "weight_decay": args.weight_decay, "seed": args.seed}
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=1500, help="optimizer steps (sets the schedule)")
@@ -417,13 +423,7 @@ def continue_pretraining(args: argparse.Namespace, argv: list[str] | None) -> in
             "extra_text": _shown(extra_path),
             "extra_stream_tokens": extra.numel(),
             "extra_share": args.extra_share,
-            "steps_planned": args.steps,
-            "batch_size": args.batch_size,
-            "seq_len": args.seq_len,
-            "lr": args.lr,
-            "warmup": args.warmup,
-            "weight_decay": args.weight_decay,
-            "seed": args.seed,
+            **_hyperparameters(args),
             "threads": args.threads,
             "hardware": hardware_line(args.threads),
             "total_seconds": round(time.time() - began, 1),
@@ -506,13 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_stream_tokens": stream.numel(),
         "training": {
             **result,
-            "steps_planned": args.steps,
-            "batch_size": args.batch_size,
-            "seq_len": args.seq_len,
-            "lr": args.lr,
-            "warmup": args.warmup,
-            "weight_decay": args.weight_decay,
-            "seed": args.seed,
+            **_hyperparameters(args),
         },
         "eval": {
             "function": "flglm_kit.pretrained.heldout_perplexity",
