@@ -1,16 +1,22 @@
 """The comparison the mission promises: centralized, federated and local-only training on one budget.
 
 Three arms, each trained from the same pretrained checkpoint with the same parameter-efficient
-method, the same learning rate and the same number of samples, then scored on the same pooled
-test set (every site's test data):
+method and learning rate, on the same budget (the same samples, in the same number of updates
+of the same size), then scored on the same pooled test set (every site's test data):
 
-* **centralized**: one model sees all the clients' data pooled, ``clients x rounds x local_steps``
-  steps of ``batch`` (the same samples as the whole federation, the same batch size);
+* **centralized**: one model sees all the clients' data pooled: ``rounds x local_steps`` steps,
+  each on ``clients x batch`` examples (one step per federated step, on as many examples as the
+  clients take together);
 * **federated**: the FL-GLM layout through :class:`~flglm_kit.federation.Federation`: each client
   takes ``local_steps`` steps of ``batch`` on its own shard per round, then FedAvg of the client
-  blocks (the server's trunk is shared and steps on every client's batch);
-* **local-only**: each site trains alone on its own shard, as many steps as centralized, and is
-  scored on everyone's test data; the arm's score is the mean over sites.
+  blocks weighted by samples; the server's trunk is shared and client-batching steps it once on
+  all the clients' batches together (:class:`~flglm_kit.scheduling.ClientBatching`);
+* **fedadam**: the same federation with FedOpt's adaptive outer step (Reddi et al. 2021): each
+  client takes one local SGD step (lr 1), and every client applies AdamW to the pseudo-gradient
+  ``start - average``, which is then the clients' sample-weighted mean gradient: centralized
+  AdamW on the pooled batch, up to how the loss weighs tokens (one local step per round only);
+* **local-only**: each site trains alone on its own shard, as many steps of as many examples as
+  centralized, and is scored on everyone's test data; the arm's score is the mean over sites.
 
 Introduced in notebook 06.
 """
@@ -21,7 +27,7 @@ import copy
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,19 +41,20 @@ from flglm_kit.federation import Federation, PeftMethod
 from flglm_kit.finetune import evaluate_choices, generate_answers
 from flglm_kit.losses import next_token_loss
 from flglm_kit.metrics import rouge
+from flglm_kit.scheduling import ClientBatching
 from flglm_kit.split import SplitModel, split_model
 from flglm_kit.stats import Interval, mean_interval
 
 __all__ = ["Budget", "Setup", "RunScore", "Comparison", "run_arm", "compare", "ARMS", "peft_method",
            "split_generate_answers", "rouge_l_per_example", "task_setup", "MAX_LEN"]
 
-ARMS = ("centralized", "federated", "local-only")
+ARMS = ("centralized", "federated", "fedadam", "local-only")
 
 
 @dataclass(frozen=True)
 class Budget:
     """How much each arm trains: ``rounds x local_steps`` steps of ``batch`` examples per federated client
-    (centralized and each local-only model: as many samples as the whole federation)."""
+    (centralized and each local-only model: as many steps, each of ``clients x batch`` examples)."""
 
     rounds: int
     local_steps: int
@@ -80,6 +87,7 @@ class RunScore:
     n: int
     seconds: float
     site: str | None = None  # local-only: which site trained it
+    samples: int = 0  # training examples it saw (federated: all clients together)
 
 
 @dataclass
@@ -118,21 +126,22 @@ class Comparison:
         return list(dict.fromkeys(r.method for r in self.runs))
 
     def table(self) -> str:
-        """One row per method: each arm's accuracy in % with its interval, and the two gaps."""
-        head = f"{'method':8} " + " ".join(f"{a:>24}" for a in ARMS) + f" {'fed - central':>22} {'fed - local':>22}"
-        rows = [head]
-        arms = {r.arm for r in self.runs}
+        """One row per method and arm: accuracy in % with its interval, and its gaps to centralized and local-only."""
+        arms = [a for a in ARMS if any(r.arm == a for r in self.runs)]
+        rows = [f"{'method':8} {'arm':12} {'accuracy (%)':>24} {'- centralized (pts)':>24} {'- local-only (pts)':>24}"]
         for m in self.methods:
-            cells = [self.arm(a, m).pct() if a in arms else "-" for a in ARMS]
-            gaps = [self.gap("federated", other, m) if {"federated", other} <= arms else None
-                    for other in ("centralized", "local-only")]
-            rows.append(f"{m:8} " + " ".join(f"{c:>24}" for c in cells)
-                        + "".join((f" {100 * g.estimate:+6.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]" if g
-                                   else " -").rjust(23) for g in gaps))
+            for a in arms:
+                if not any(r.arm == a and r.method == m for r in self.runs):
+                    continue
+                gaps = [self.gap(a, other, m) if other in arms and other != a else None
+                        for other in ("centralized", "local-only")]
+                rows.append(f"{m:8} {a:12} {self.arm(a, m).pct():>24}" + "".join(
+                    (f"{100 * g.estimate:+6.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]" if g else "").rjust(25)
+                    for g in gaps))
         n = {r.n for r in self.runs}
         seeds = sorted({r.seed for r in self.runs})
         rows.append(f"accuracy on {'/'.join(map(str, sorted(n)))} pooled test examples; seeds {seeds}; "
-                    "95 % t-intervals over seeds")
+                    "95 % t-intervals over seeds (gaps paired by seed)")
         return "\n".join(rows)
 
 
@@ -201,17 +210,21 @@ def _split(model_fn: Callable[[], torch.nn.Module], method: str, method_options:
     return split
 
 
-def _train_alone(split: SplitModel, batches: Iterator[dict[str, torch.Tensor]], steps: int, lr: float) -> None:
+def _train_alone(split: SplitModel, batches: Iterator[dict[str, torch.Tensor]], steps: int, lr: float) -> int:
+    """``steps`` AdamW steps on ``batches``; returns the samples seen."""
     params = [p for p in split.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     split.train()
+    samples = 0
     for batch in itertools.islice(batches, steps):
+        samples += int(batch["input_ids"].shape[0])
         out = split(batch["input_ids"], batch["attention_mask"])
         loss = next_token_loss(out.logits, batch["labels"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     split.eval()
+    return samples
 
 
 def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
@@ -226,33 +239,48 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
         return evaluate_choices(model, tokenizer, setup.test, setup.task, max_len=setup.max_len)
 
     start = time.perf_counter()
+    pooled_batch = budget.batch * len(clients)
     if arm == "centralized":
         pooled = [ex for c in clients for ex in setup.shards[c]]
         split = _split(model_fn, method, options)
-        _train_alone(split, _stream(pooled, tokenizer, batch=budget.batch, max_len=setup.max_len, seed=seed),
-                     budget.steps * len(clients), lr)
-        return [RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start)]
+        seen = _train_alone(split, _stream(pooled, tokenizer, batch=pooled_batch, max_len=setup.max_len, seed=seed),
+                            budget.steps, lr)
+        return [RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, None, seen)]
     if arm == "local-only":
         out = []
         for i, site in enumerate(clients):
             split = _split(model_fn, method, options)
-            _train_alone(split, _stream(setup.shards[site], tokenizer, batch=budget.batch, max_len=setup.max_len,
-                                        seed=seed * 1000 + i), budget.steps * len(clients), lr)
-            out.append(RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, site))
+            seen = _train_alone(split, _stream(setup.shards[site], tokenizer, batch=pooled_batch,
+                                               max_len=setup.max_len, seed=seed * 1000 + i), budget.steps, lr)
+            out.append(RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, site,
+                                seen))
             start = time.perf_counter()
         return out
-    if arm == "federated":
+    if arm in ("federated", "fedadam"):
+        def adamw(ps: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+            return torch.optim.AdamW([p for p in ps if p.requires_grad], lr=lr)
+
+        def sgd(ps: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+            return torch.optim.SGD([p for p in ps if p.requires_grad], lr=1.0)
+
+        if arm == "fedadam" and budget.local_steps != 1:
+            raise ValueError("the fedadam arm takes one local step per round (its local SGD step has lr 1, so "
+                             f"the pseudo-gradient is the mean gradient); the budget has {budget.local_steps}")
         fed = Federation(_split(model_fn, method, options), clients, aggregate="server", copy_split=False,
-                         optimizer=lambda ps: torch.optim.AdamW([p for p in ps if p.requires_grad], lr=lr))
+                         scheduler=ClientBatching(), server_optimizer=adamw,
+                         optimizer=adamw if arm == "federated" else sgd,
+                         outer_optimizer=adamw if arm == "fedadam" else None)
         streams = {c: _stream(setup.shards[c], tokenizer, batch=budget.batch, max_len=setup.max_len,
                               seed=seed * 1000 + i) for i, c in enumerate(clients)}
+        seen = 0
         for _ in range(budget.rounds):
-            fed.train_round({c: itertools.islice(s, budget.local_steps) for c, s in streams.items()},
-                            local_steps=budget.local_steps)
+            done = fed.train_round({c: itertools.islice(s, budget.local_steps) for c, s in streams.items()},
+                                   local_steps=budget.local_steps)
+            seen += sum(done.samples.values())
         first = fed.clients[clients[0]]
         assert first.tail is not None
         whole = SplitModel(first.head, fed.server.trunk, first.tail, tail_on_server=False).eval()
-        result = RunScore(arm, method, seed, score(whole), len(setup.test), time.perf_counter() - start)
+        result = RunScore(arm, method, seed, score(whole), len(setup.test), time.perf_counter() - start, None, seen)
         fed.close()
         return [result]
     raise ValueError(f"arm must be one of {ARMS}, not {arm!r}")

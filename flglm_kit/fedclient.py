@@ -9,6 +9,13 @@ and applies what comes back:
   group key, which this client opens and averages with its own, in client-id order, so every
   participant computes the same bits (and the same bits as the server would).
 
+With an ``outer`` optimizer (FedOpt, Reddi et al. 2021; the "outer" step of DiLoCo) the average
+does not replace the blocks: the difference between the round's starting blocks and the average
+is a pseudo-gradient, and the outer optimizer steps on it. Every client holds the same starting
+blocks, the same average and the same outer state, so every client computes the same bits, in
+either mode. With one local step of ``SGD(lr=1)`` the pseudo-gradient is the sample-weighted
+mean of the clients' gradients, and an outer ``AdamW`` is centralized AdamW on the pooled batch.
+
 Used through Federation in notebook 06.
 """
 
@@ -22,6 +29,7 @@ import torch
 from flglm_kit.client import ServerError, SplitClient
 from flglm_kit.crypto import GroupCipher, GroupKeyPair, new_group_key, open_group_key, seal_group_key
 from flglm_kit.fedavg import BlockLayout, pack_update, unpack_update, weighted_average
+from flglm_kit.optim import OptimizerFactory
 from flglm_kit.wire import Message
 
 __all__ = ["ClientAverager", "Averaged"]
@@ -42,14 +50,24 @@ class ClientAverager:
     Args:
         client: the connected client whose blocks are averaged.
         group: its long-term group key pair, for sealed rounds (``aggregate="clients"``).
+        outer: makes the outer optimizer over the flat block vector (``None``: plain FedAvg, the
+            average replaces the blocks).
     """
 
-    def __init__(self, client: SplitClient, *, group: GroupKeyPair | None = None) -> None:
+    def __init__(self, client: SplitClient, *, group: GroupKeyPair | None = None,
+                 outer: OptimizerFactory | None = None) -> None:
         self.client = client
         self.group = group
         self.cipher: GroupCipher | None = None
         self.layout = BlockLayout.of(self.parts)
         self.samples = 0  # samples trained since the last average
+        self.start: torch.nn.Parameter | None = None  # the round's starting blocks (outer optimizer only)
+        self.outer: torch.optim.Optimizer | None = None
+        if outer is not None:
+            self.start = torch.nn.Parameter(self.layout.flatten(self.parts).detach().clone())
+            self.outer = outer([self.start])
+            if self.outer is None:
+                raise ValueError("the outer optimizer factory returned None")
 
     @property
     def parts(self) -> dict[str, torch.nn.Module | None]:
@@ -144,9 +162,20 @@ class ClientAverager:
             if missing:
                 raise ServerError(f"round {round_}: the updates of {missing} did not arrive")
             average = weighted_average([peers[c][0] for c in contributors], [peers[c][1] for c in contributors])
+        if self.outer is not None:
+            average = self._outer_step(average)
         self.layout.load(self.parts, average)
         self.samples = 0
         return Averaged(round_, contributors, samples)
+
+    def _outer_step(self, average: torch.Tensor) -> torch.Tensor:
+        """One outer step on the pseudo-gradient ``start - average``; returns the new blocks."""
+        assert self.start is not None and self.outer is not None
+        with torch.no_grad():
+            self.start.grad = self.start.detach() - average.to(self.start.dtype)
+        self.outer.step()
+        self.start.grad = None
+        return self.start.detach().clone()
 
     # -- a client that rejoins ------------------------------------------------------------
     def sync_frame(self, to: str, round_: int) -> bytes:
@@ -161,6 +190,7 @@ class ClientAverager:
 
     def accept_sync(self, frame: bytes, round_: int) -> str:
         """Take the blocks a peer sealed for this client; returns the peer's id."""
+        self._refuse_with_outer()
         msg = self._open(frame)
         if msg.meta.get("purpose") != "sync" or self.cipher is None:
             raise ServerError(f"expected a sealed sync package; got {msg.meta}")
@@ -174,8 +204,15 @@ class ClientAverager:
 
     def load_average(self, vector: torch.Tensor) -> None:
         """Continue from ``vector`` (e.g. the server's last average, for a client that rejoins a plain federation)."""
+        self._refuse_with_outer()
         self.layout.load(self.parts, vector)
         self.samples = 0
+
+    def _refuse_with_outer(self) -> None:
+        if self.outer is not None:
+            raise RuntimeError(f"{self.client_id} has an outer optimizer: taking over another client's blocks "
+                               "would leave its outer state different from theirs (rejoining is not supported "
+                               "with outer_optimizer)")
 
     def _open(self, frame: bytes) -> Message:
         client = self.client

@@ -132,6 +132,8 @@ class Federation:
         peft: a parameter-efficient method applied to the (copied) split before anything else.
         aggregate: ``"server"``, ``"clients"`` or ``None`` (see the module docstring).
         optimizer: makes each client's optimizer; ``server_optimizer`` the server's (default: the same).
+        outer_optimizer: FedOpt: each client steps this optimizer on ``start - average`` instead of
+            taking the average (see :mod:`flglm_kit.fedclient`); ``None``: plain FedAvg.
         record_server_view: keep every message the server decrypted in :attr:`seen` (for attacks;
             it holds tensors, so leave it off on long runs).
         keep_frames: keep frame bytes in the transport's ledger (for the eavesdropper demos);
@@ -155,7 +157,8 @@ class Federation:
     def __init__(self, split: SplitModel, client_ids: Sequence[str], *, secure: bool = True,
                  scheduler: Scheduler | None = None, peft: PeftMethod | None = None, aggregate: Aggregate = "server",
                  optimizer: OptimizerFactory = default_optimizer, server_optimizer: OptimizerFactory | None = None,
-                 record_server_view: bool = False, keep_frames: bool = False, copy_split: bool = True,
+                 outer_optimizer: OptimizerFactory | None = None, record_server_view: bool = False,
+                 keep_frames: bool = False, copy_split: bool = True,
                  client_options: Mapping[str, Any] | None = None,
                  server_options: Mapping[str, Any] | None = None,
                  transport_options: Mapping[str, Any] | None = None) -> None:
@@ -188,6 +191,7 @@ class Federation:
         if record_server_view:
             self.server.add_tap(self.seen.append)
         self._optimizer, self._client_options = optimizer, dict(client_options or {})
+        self._outer = outer_optimizer
         self.clients: dict[str, SplitClient] = {}
         self.averagers: dict[str, ClientAverager] = {}
         self.group_keys: dict[str, GroupKeyPair] = {}
@@ -219,7 +223,7 @@ class Federation:
             group = GroupKeyPair.generate() if self.aggregate == "clients" else None
             if group is not None:
                 self.group_keys[cid] = group
-            self.averagers[cid] = ClientAverager(client, group=group)
+            self.averagers[cid] = ClientAverager(client, group=group, outer=self._outer)
 
     @property
     def group_directory(self) -> dict[str, bytes]:
@@ -354,6 +358,9 @@ class Federation:
         """
         if client_id not in self.offline:
             raise ValueError(f"{client_id!r} is not offline")
+        if self._outer is not None:
+            raise NotImplementedError("rejoining is not supported with outer_optimizer: the rejoining client's "
+                                      "outer state would differ from the others'")
         del self.offline[client_id]
         if self.aggregate == "server" and self.server.aggregator.last_average is not None:
             self.averagers[client_id].load_average(self._server_average_over_wire(client_id))
@@ -425,6 +432,10 @@ class Federation:
             info = {"step": client.step, "samples_since_average": self.averagers[cid].samples if cid in self.averagers
                     else 0, "offline": self.offline.get(cid)}
             save_state(folder / "clients" / cid, weights=weights, optimizer=client.optimizer, info=info)
+            averager = self.averagers.get(cid)
+            if averager is not None and averager.start is not None:
+                save_state(folder / "clients" / cid / "outer", weights={"start": averager.start},
+                           optimizer=averager.outer)
         meta = {"format": _FORMAT, "clients": list(self.clients), "aggregate": self.aggregate, "round": self.round,
                 "fingerprint": self.split.fingerprint, "layout": None if self.layout is None else self.layout.digest}
         (folder / "federation.json").write_text(json.dumps(meta, indent=1))
@@ -467,7 +478,12 @@ class Federation:
                 _load(client.tail, weights, "tail.")
             client.step = int(info["step"])
             if cid in fed.averagers:
-                fed.averagers[cid].samples = int(info["samples_since_average"])
+                averager = fed.averagers[cid]
+                averager.samples = int(info["samples_since_average"])
+                if averager.start is not None:
+                    outer, _ = load_state(folder / "clients" / cid / "outer", optimizer=averager.outer)
+                    with torch.no_grad():
+                        averager.start.copy_(outer["start"])
             if info.get("offline"):
                 fed.offline[cid] = str(info["offline"])
         return fed

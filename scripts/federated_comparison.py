@@ -2,8 +2,9 @@
 
     python scripts/federated_comparison.py --task cb --seeds 0 1 2 --methods full lora --out runs.jsonl
 
-Each arm starts from the shipped tiny GLM and sees the same number of samples (see
-:mod:`flglm_kit.experiments`); each run appends one JSON line to ``--out``. Run seeds in parallel
+Each arm starts from the shipped tiny GLM and trains on the same budget (see
+:mod:`flglm_kit.experiments`): by default 200 rounds of one local step of 4 examples per client,
+against 200 centralized steps of 16 (4 clients); each run appends one JSON line to ``--out``. Run seeds in parallel
 processes (one thread each) and ``--summarize`` the files together for the table with 95 %
 intervals over seeds.
 """
@@ -31,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["full"], choices=sorted(LR))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=["centralized", "federated", "local-only"])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--local-steps", type=int, default=5)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--local-steps", type=int, default=1)
+    p.add_argument("--batch", type=int, default=4, help="per client and step (centralized: clients x batch)")
     p.add_argument("--eval-size", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from flglm_kit.data import Example, toy_tokenizer
-from flglm_kit.experiments import Budget, Comparison, RunScore, Setup, compare
+from flglm_kit.experiments import Budget, Comparison, RunScore, Setup, compare, copy_model, run_arm
 from flglm_kit.models import tiny_model
 from flglm_kit.stats import mean_interval, wilson_interval
 
@@ -27,13 +27,18 @@ def _toy_setup() -> tuple[Setup, object]:
 def test_each_arm_trains_on_its_share_and_is_scored_on_the_pooled_test_set():
     setup, tok = _toy_setup()
     model = tiny_model("glm", vocab_size=32, seed=0)
-    budget = Budget(rounds=2, local_steps=2, batch=4)
-    result = compare(setup, budget, methods=["full"], seeds=[0], model_fn=lambda: model, tokenizer=tok,
+    budget = Budget(rounds=4, local_steps=1, batch=4)
+    result = compare(setup, budget, methods=["full"], seeds=[0], model_fn=copy_model(model), tokenizer=tok,
                      lr={"full": 1e-2})
     arms = [(r.arm, r.site) for r in result.runs]
-    assert arms == [("centralized", None), ("federated", None), ("local-only", "a"), ("local-only", "b")]
+    assert arms == [("centralized", None), ("federated", None), ("fedadam", None), ("local-only", "a"),
+                    ("local-only", "b")]
     assert all(r.n == 6 and 0.0 <= r.accuracy <= 1.0 for r in result.runs)
+    assert [r.samples for r in result.runs] == [4 * 8] * 5  # the same budget: 4 steps of 2 clients x 4
     assert "centralized" in result.table() and "seeds [0]" in result.table()
+    with pytest.raises(ValueError, match="one local step"):
+        run_arm("fedadam", setup, Budget(1, 2, 4), method="full", seed=0, model_fn=copy_model(model), tokenizer=tok,
+                lr=1e-2)
 
 
 def test_the_summary_is_the_mean_over_seeds_with_a_t_interval():

@@ -233,3 +233,55 @@ def test_peft_methods_average_only_what_trains_and_a_frozen_client_averages_noth
     r = frozen.train_round(data(1, ids=("a", "b")), local_steps=1)
     assert frozen.layout is None and r.averaged == () and r.update_bytes == 0 and len(r.losses) == 2
     assert frozen.clients["a"].optimizer is None
+
+
+def sgd1(params):
+    return torch.optim.SGD([p for p in params if p.requires_grad], lr=1.0)
+
+
+def test_an_outer_adamw_over_one_sgd_step_is_adamw_on_the_clients_mean_gradient(split):
+    # FedOpt: with one local step of SGD(lr=1), start - average is the sample-weighted mean gradient
+    alone = Federation(split, IDS, aggregate=None, optimizer=sgd1, server_optimizer=adamw)  # one SGD step each
+    fed = Federation(split, IDS, aggregate="server", optimizer=sgd1, server_optimizer=adamw, outer_optimizer=adamw)
+    start = blocks(fed, "a").clone()
+    r_alone = alone.train_round(data(1), local_steps=1)
+    r_fed = fed.train_round(data(1), local_steps=1)
+    assert r_alone.losses == r_fed.losses
+    pseudo = start - weighted_average([blocks(alone, c) for c in IDS], [r_alone.samples[c] for c in IDS])
+    expected = torch.nn.Parameter(start.clone())
+    step = adamw([expected])
+    expected.grad = pseudo
+    step.step()
+    for cid in IDS:
+        assert torch.equal(blocks(fed, cid), expected.detach())
+    assert not torch.allclose(blocks(fed, "a"), start - pseudo)  # not the plain average
+
+
+def test_one_client_with_an_outer_adamw_trains_like_adamw_alone(split):
+    plain = Federation(split, ("a",), aggregate=None, optimizer=adamw)
+    fedopt = Federation(split, ("a",), aggregate="server", optimizer=sgd1, server_optimizer=adamw,
+                        outer_optimizer=adamw)
+    for r in range(1, 4):
+        batch = {"a": data(r, ids=("a",), steps=1)["a"]}
+        assert plain.train_round(batch).losses["a"] == pytest.approx(fedopt.train_round(batch).losses["a"], abs=1e-5)
+    # start - (start - g) rounds a gradient much smaller than its weight, and AdamW divides by the
+    # gradient's size: a few coordinates differ by a fraction of one step (lr = 3e-3), the rest agree
+    diff = (blocks(plain, "a") - blocks(fedopt, "a")).abs()
+    assert diff.max() < 1e-4 and (diff > 1e-6).float().mean() < 0.005
+
+
+def test_outer_optimizer_same_bits_in_both_modes_resumes_and_refuses_a_rejoin(split, tmp_path):
+    runs = {}
+    for mode in ("server", "clients"):
+        fed = Federation(split, IDS, aggregate=mode, optimizer=sgd1, server_optimizer=adamw, outer_optimizer=adamw)
+        fed.train_round(data(1))
+        fed.save(tmp_path / mode)
+        runs[mode] = [fed.train_round(data(r)).losses for r in (2, 3)]
+        again = Federation.resume(tmp_path / mode, split, optimizer=sgd1, server_optimizer=adamw,
+                                  outer_optimizer=adamw)
+        assert [again.train_round(data(r)).losses for r in (2, 3)] == runs[mode], mode
+        fed.drop("b")
+        with pytest.raises(NotImplementedError, match="outer_optimizer"):
+            fed.rejoin("b")
+        assert "b" in fed.offline
+    assert runs["server"] == runs["clients"]
