@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +48,8 @@ from flglm_kit.split import SplitModel, split_model
 from flglm_kit.stats import Interval, mean_interval
 
 __all__ = ["Budget", "Setup", "RunScore", "Comparison", "run_arm", "compare", "ARMS", "peft_method",
-           "split_generate_answers", "rouge_l_per_example", "task_setup", "MAX_LEN"]
+           "split_generate_answers", "rouge_l_per_example", "task_setup", "MAX_LEN", "save_runs", "load_comparison",
+           "copy_model"]
 
 ARMS = ("centralized", "federated", "fedadam", "local-only")
 
@@ -300,6 +303,35 @@ def compare(setup: Setup, budget: Budget, *, methods: Sequence[str], seeds: Sequ
             acc = sum(r.accuracy for r in runs) / len(runs)
             progress(f"{method:6} seed {seed} {arm:11} accuracy {acc:.3f} ({sum(r.seconds for r in runs):.0f} s)")
     return result
+
+
+def save_runs(comparison: Comparison, task: str, path: str | Path) -> None:
+    """Append ``comparison``'s runs to the JSON-lines file ``path``, one line each (see :func:`load_comparison`)."""
+    with Path(path).open("a") as out:
+        for run in comparison.runs:
+            out.write(json.dumps({"task": task, "budget": asdict(comparison.budget), **asdict(run)}) + "\n")
+
+
+def load_comparison(path: str | Path, task: str, budget: Budget | None = None) -> Comparison:
+    """The runs of ``task`` (and ``budget``: default, the file's first) in a file :func:`save_runs` wrote.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the text says how to make it).
+        KeyError: the file holds no run of ``task`` with that budget.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; make it with scripts/federated_comparison.py --out {path}")
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [r for r in lines if r["task"] == task]
+    if budget is None and lines:
+        budget = Budget(**lines[0]["budget"])
+    runs = [RunScore(**{k: v for k, v in r.items() if k not in ("task", "budget")})
+            for r in lines if budget is not None and Budget(**r["budget"]) == budget]
+    if not runs:
+        raise KeyError(f"{path} holds no run of task {task!r} with budget {budget}")
+    assert budget is not None
+    return Comparison(task, budget, runs)
 
 
 def copy_model(model: torch.nn.Module) -> Callable[[], torch.nn.Module]:

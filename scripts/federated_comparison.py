@@ -12,18 +12,17 @@ intervals over seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from flglm_kit.experiments import Budget, Comparison, RunScore, compare, copy_model, task_setup
+from flglm_kit.experiments import ARMS, Budget, compare, copy_model, load_comparison, save_runs, task_setup
 from flglm_kit.pretrained import load_pretrained
 
 LR = {"full": 1e-3, "lora": 3e-3, "prefix": 1e-2}
+OPTIONS = {"prefix": {"length": 8}}  # LoRA: LoraSpec's defaults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=["triage", "cb"], required=True)
     p.add_argument("--methods", nargs="+", default=["full"], choices=sorted(LR))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--arms", nargs="+", default=["centralized", "federated", "local-only"])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--lr", type=float, help="one learning rate for every method (default: LR above)")
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--local-steps", type=int, default=1)
     p.add_argument("--batch", type=int, default=4, help="per client and step (centralized: clients x batch)")
@@ -46,17 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer, model = load_pretrained(device="cpu")
         setup = task_setup(args.task, eval_size=args.eval_size)
         start = time.perf_counter()
-        result = compare(setup, budget, methods=args.methods, seeds=args.seeds, model_fn=copy_model(model),
-                         tokenizer=tokenizer, lr=LR, arms=args.arms, progress=print)
-        with args.out.open("a") as out:
-            for run in result.runs:
-                out.write(json.dumps({"task": args.task, "budget": asdict(budget), **asdict(run)}) + "\n")
+        for seed in args.seeds:  # one seed at a time, written as it ends
+            result = compare(setup, budget, methods=args.methods, seeds=[seed], model_fn=copy_model(model),
+                             tokenizer=tokenizer, lr={m: args.lr or LR[m] for m in args.methods},
+                             method_options=OPTIONS, arms=args.arms, progress=print)
+            save_runs(result, args.task, args.out)
         print(f"{time.perf_counter() - start:.0f} s")
-    runs = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    runs = [r for r in runs if r["task"] == args.task and r["budget"] == asdict(budget)]
-    table = Comparison(args.task, budget, [RunScore(**{k: v for k, v in r.items() if k not in ("task", "budget")})
-                                           for r in runs])
-    print(table.table())
+    print(load_comparison(args.out, args.task, budget).table())
     return 0
 
 

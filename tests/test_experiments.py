@@ -7,7 +7,8 @@ import math
 import pytest
 
 from flglm_kit.data import Example, toy_tokenizer
-from flglm_kit.experiments import Budget, Comparison, RunScore, Setup, compare, copy_model, run_arm
+from flglm_kit.experiments import (Budget, Comparison, RunScore, Setup, compare, copy_model, load_comparison, run_arm,
+                                   save_runs)
 from flglm_kit.models import tiny_model
 from flglm_kit.stats import mean_interval, wilson_interval
 
@@ -61,3 +62,17 @@ def test_intervals():
     assert w.low == 0.0 and 0.25 < w.high < 0.35
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
+
+
+def test_runs_saved_as_json_lines_load_back_by_task_and_budget(tmp_path):
+    runs = [RunScore("centralized", "full", s, 0.5 + s / 10, 50, 1.0, None, 64) for s in (0, 1)]
+    path = tmp_path / "runs.jsonl"
+    save_runs(Comparison("cb", Budget(2, 1, 4), runs), "cb", path)
+    save_runs(Comparison("cb", Budget(9, 1, 4), runs[:1]), "cb", path)  # another budget: kept apart
+    loaded = load_comparison(path, "cb", Budget(2, 1, 4))
+    assert loaded.runs == runs and loaded.budget == Budget(2, 1, 4)
+    assert load_comparison(path, "cb").budget == Budget(2, 1, 4)  # default: the file's first budget
+    with pytest.raises(KeyError, match="triage"):
+        load_comparison(path, "triage")
+    with pytest.raises(FileNotFoundError, match="federated_comparison.py"):
+        load_comparison(tmp_path / "none.jsonl", "cb")
