@@ -5,8 +5,11 @@ method and learning rate, on the same budget (the same samples, in the same numb
 of the same size), then scored on the same pooled test set (every site's test data):
 
 * **centralized**: one model sees all the clients' data pooled: ``rounds x local_steps`` steps,
-  each on ``clients x batch`` examples (one step per federated step, on as many examples as the
-  clients take together);
+  each on the union of the batches the clients take in that federated step (``clients x batch``
+  examples, the same examples in the same order as the federated arms), so that the arms differ
+  only in how they train, not in what they see. (On the clinic triage task this matters: batches
+  drawn uniformly from the pooled notes train much worse than site-stratified ones, section 5 of
+  notebook 06);
 * **federated**: the FL-GLM layout through :class:`~flglm_kit.federation.Federation`: each client
   takes ``local_steps`` steps of ``batch`` on its own shard per round, then FedAvg of the client
   blocks weighted by samples; the server's trunk is shared and client-batching steps it once on
@@ -205,6 +208,14 @@ def _stream(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, *, 
             yield collate([encoded[i] for i in order], pad_id=pad)
 
 
+def _union(batches: Sequence[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batches stacked into one, padded to the longest."""
+    seq_len = max(b["input_ids"].shape[1] for b in batches)
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
+    return {key: torch.cat([torch.nn.functional.pad(b[key], (0, seq_len - b[key].shape[1]), value=value)
+                            for b in batches]) for key, value in fill.items()}
+
+
 def _split(model_fn: Callable[[], torch.nn.Module], method: str, method_options: Mapping[str, Any]) -> SplitModel:
     split = split_model(model_fn())
     spec = peft_method(method, **method_options)
@@ -244,9 +255,11 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
     start = time.perf_counter()
     pooled_batch = budget.batch * len(clients)
     if arm == "centralized":
-        pooled = [ex for c in clients for ex in setup.shards[c]]
         split = _split(model_fn, method, options)
-        seen = _train_alone(split, _stream(pooled, tokenizer, batch=pooled_batch, max_len=setup.max_len, seed=seed),
+        streams = [_stream(setup.shards[c], tokenizer, batch=budget.batch, max_len=setup.max_len, seed=seed * 1000 + i)
+                   for i, c in enumerate(clients)]  # the federated arms' streams
+        pad = special_ids(tokenizer).pad
+        seen = _train_alone(split, (_union([next(s) for s in streams], pad) for _ in itertools.count()),
                             budget.steps, lr)
         return [RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, None, seen)]
     if arm == "local-only":

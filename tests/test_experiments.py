@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from flglm_kit.data import Example, toy_tokenizer
 from flglm_kit.experiments import (Budget, Comparison, RunScore, Setup, compare, copy_model, load_comparison, run_arm,
                                    save_runs)
+from flglm_kit.experiments import _union
 from flglm_kit.models import tiny_model
 from flglm_kit.stats import mean_interval, wilson_interval
 
@@ -76,3 +78,14 @@ def test_runs_saved_as_json_lines_load_back_by_task_and_budget(tmp_path):
         load_comparison(path, "triage")
     with pytest.raises(FileNotFoundError, match="federated_comparison.py"):
         load_comparison(tmp_path / "none.jsonl", "cb")
+
+
+def test_the_centralized_arm_steps_on_the_union_of_the_clients_batches():
+    a = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.tensor([[1, 1, 1]]),
+         "labels": torch.tensor([[-100, 6, 7]])}
+    b = {"input_ids": torch.tensor([[8, 0], [9, 9]]), "attention_mask": torch.tensor([[1, 0], [1, 1]]),
+         "labels": torch.tensor([[8, -100], [9, 9]])}
+    u = _union([a, b], pad_id=0)
+    assert u["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0], [9, 9, 0]]
+    assert u["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    assert u["labels"].tolist() == [[-100, 6, 7], [8, -100, -100], [9, 9, -100]]
