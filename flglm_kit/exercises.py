@@ -1,12 +1,18 @@
 """Exercise checkers for the notebooks, and the small in-process federation they build.
 
+Every checker takes the learner's answer first (``None``: "not answered yet"), computes the
+right answer itself from what the notebook hands it, and prints one ``[OK]`` / ``[FAIL]`` line
+with a hint, so a notebook never shows an answer. ``tests/test_exercises.py`` feeds each
+checker its reference answer and a wrong one; hints and worked solutions are in
+``notebooks/solutions/README.md``.
+
 :func:`check_scheduler` runs a learner's :class:`~flglm_kit.scheduling.Scheduler` against the
 reference semantics of :class:`~flglm_kit.scheduling.ClientBatching` and prints a friendly
 ``[OK]`` / ``[FAIL]`` report; :func:`small_federation` asks
 :class:`~flglm_kit.federation.Federation` for a server and its clients (each with its own copy
 of the client-side blocks, per-client keys).
 
-Introduced in notebook 05.
+Introduced in notebook 05 (checkers for notebooks 00-04 and 06 too).
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from flglm_kit.scheduling import ClientBatching, Scheduler
 from flglm_kit.server import SplitServer
 from flglm_kit.split import split_model
 
-__all__ = ["small_federation", "check_scheduler", "check_fedavg"]
+__all__ = ["small_federation", "check_scheduler", "check_fedavg", "check_parameter_count", "check_vocab_size",
+           "check_server_compute_share", "check_activation_bytes", "check_label_fraction", "check_bag_threshold",
+           "check_nn_one_block", "check_smallest_sigma", "check_weakest_entity_type", "check_encryption_overhead",
+           "check_header_tamper", "check_traffic_analysis"]
 
 TOL = 1e-5
 
@@ -270,3 +279,175 @@ def check_fedavg(fn: Callable[[dict[str, dict[str, torch.Tensor]], dict[str, int
         if not untouched:
             report(False, f"{name}: the clients' tensors changed; build new tensors instead of updating in place")
     return finish()
+
+
+# -- notebooks 00-04: small checkers that compute the answer themselves, so a notebook never shows it --
+
+def _verdict(exercise: str, answer: Any, ok: Callable[[], bool], hint: str, verbose: bool) -> bool:
+    """Print ``[OK]`` / ``[FAIL] hint`` / "not answered yet" for one answer; True if right."""
+    if answer is None:
+        passed, line = False, f"{exercise}: not answered yet"
+    else:
+        try:
+            passed = bool(ok())
+        except Exception as err:  # noqa: BLE001 - a learner's mistake becomes a friendly line
+            passed, hint = False, f"{hint} ({type(err).__name__}: {err})"
+        line = f"[OK] {exercise}" if passed else f"[FAIL] {exercise}: {hint}"
+    if verbose:
+        print(line)
+    return passed
+
+
+def check_parameter_count(answer: int | None, *, verbose: bool = True) -> bool:
+    """Notebook 00, exercise 1: the parameters of ``tiny_model("glm", num_hidden_layers=8)``.
+
+    Introduced in notebook 00.
+    """
+    truth = sum(p.numel() for p in tiny_model("glm", num_hidden_layers=8).parameters())
+    return _verdict("exercise 1", answer, lambda: int(answer) == truth,  # type: ignore[arg-type]
+                    "count every parameter: sum(p.numel() for p in model.parameters())", verbose)
+
+
+def check_vocab_size(answer: int | None, model: torch.nn.Module, *, verbose: bool = True) -> bool:
+    """Notebook 00, exercise 2: the last dimension of the logits, the vocabulary size of ``model``.
+
+    Introduced in notebook 00.
+    """
+    truth = int(model.config.vocab_size)  # type: ignore[union-attr, arg-type]
+    return _verdict("exercise 2", answer, lambda: int(answer) == truth,  # type: ignore[arg-type]
+                    "look at logits.shape, then at model.config", verbose)
+
+
+def check_server_compute_share(answer: float | None, model: torch.nn.Module, *, head_layers: int = 2,
+                               tail_layers: int = 1, seq_len: int = 32, verbose: bool = True) -> bool:
+    """Notebook 01, exercise 1: the trunk's share of compute (%, one decimal) with ``head_layers`` blocks.
+
+    Introduced in notebook 01.
+    """
+    flops = split_model(model, head_layers=head_layers, tail_layers=tail_layers).flops_per_token(seq_len)
+    truth = 100 * flops["trunk"] / sum(flops.values())
+    return _verdict("exercise 1", answer, lambda: abs(float(answer) - truth) <= 0.1,  # type: ignore[arg-type]
+                    "read the trunk's compute % from split.summary() after the new cut", verbose)
+
+
+def check_activation_bytes(fn: Callable[[int, int, int], int] | None, *, verbose: bool = True) -> bool:
+    """Notebook 01, exercise 2: ``fn(B, T, H)``, the bytes of one (B, T, H) float32 tensor.
+
+    Introduced in notebook 01.
+    """
+    cases = [(1, 1, 1), (8, 128, 256), (3, 7, 11)]
+    return _verdict("exercise 2", fn, lambda: all(fn(*c) == torch.zeros(c).nbytes for c in cases),  # type: ignore[misc]
+                    "how many bytes does one float32 take?", verbose)
+
+
+def check_label_fraction(answer: float | None, batch: dict[str, torch.Tensor], *, verbose: bool = True) -> bool:
+    """Notebook 02, exercise 1: the share of a batch's real tokens that its summary-task labels reveal.
+
+    Introduced in notebook 02.
+    """
+    truth = float((batch["labels"] != -100).sum() / batch["attention_mask"].sum())
+    return _verdict("exercise 1", answer, lambda: abs(float(answer) - truth) <= 0.01,  # type: ignore[arg-type]
+                    "count the labels that are not -100, over the real tokens", verbose)
+
+
+def check_bag_threshold(atol: float | None, update: torch.Tensor | None, input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor, *, verbose: bool = True) -> bool:
+    """Notebook 02, exercise 2: an ``atol`` that makes the bag of words exact on an AdamW update.
+
+    ``update`` is the embedding table's change after one AdamW step; the answer passes if
+    ``bag_of_words(update, atol=atol)`` has precision 1 and recall of at least 0.98.
+
+    Introduced in notebook 02.
+    """
+    from flglm_kit.attacks import bag_of_words, score_bag
+
+    def ok() -> bool:
+        if update is None or int((update != 0).any(1).sum()) < 0.5 * len(update):
+            raise ValueError("the update is missing or sparse: take one step with AdamW, not SGD")
+        got = score_bag("", bag_of_words(update, atol=float(atol)), input_ids, attention_mask,  # type: ignore[arg-type]
+                        knowledge="")
+        return got.precision == 1.0 and (got.recall or 0.0) >= 0.98
+
+    return _verdict("exercise 2", atol, ok, "precision must be 1 and recall at least 0.98: try other powers of ten",
+                    verbose)
+
+
+def check_nn_one_block(answer: float | None, model: torch.nn.Module, input_ids: torch.Tensor,
+                       attention_mask: torch.Tensor, *, verbose: bool = True) -> bool:
+    """Notebook 02, exercise 3: nearest-neighbour token recovery after one client block (first step).
+
+    Introduced in notebook 02.
+    """
+    from flglm_kit.attacks import activations_of, nearest_neighbour_inversion, token_recovery_rate
+
+    def ok() -> bool:
+        fed = Federation(split_model(model, head_layers=1, tail_layers=1), ["exercise"], aggregate=None,
+                         record_server_view=True)
+        fed.clients["exercise"].train_step(input_ids, attention_mask)
+        seen = activations_of(fed.seen)[0].tensor
+        table = model.get_input_embeddings().weight  # type: ignore[operator]
+        truth = token_recovery_rate(nearest_neighbour_inversion(seen, table).cpu(), input_ids, attention_mask)
+        fed.close()
+        return abs(float(answer) - truth) <= 0.02  # type: ignore[arg-type]
+
+    return _verdict("exercise 3", answer, ok, "run nearest_neighbour_inversion on the FL-GLM first activations",
+                    verbose)
+
+
+def check_smallest_sigma(answer: float | str | None, rates: dict[float, float], *, verbose: bool = True) -> bool:
+    """Notebook 03, exercise 1: the smallest σ whose recovery is under half of σ = 0's (or ``"none"``).
+
+    Introduced in notebook 03.
+    """
+    below = [s for s in sorted(rates) if rates[s] < rates[min(rates)] / 2]
+    truth = below[0] if below else "none"
+    return _verdict("exercise 1", answer, lambda: answer == truth,
+                    "compare each σ's rate with half of the rate at σ = 0", verbose)
+
+
+def check_weakest_entity_type(answer: str | None, texts: Sequence[str], entities: Sequence[Sequence[Any]], *,
+                              verbose: bool = True) -> bool:
+    """Notebook 03, exercise 3: the private entity type recovered least often from ``texts``.
+
+    Introduced in notebook 03.
+    """
+    from flglm_kit.attacks import entity_recovery_rate
+
+    kinds = sorted({e["type"] for group in entities for e in group})
+    rate = {k: entity_recovery_rate(list(texts), list(entities), types=[k]) for k in kinds}
+    return _verdict("exercise 3", answer, lambda: answer in rate and rate[answer] == min(rate.values()),
+                    f"score each of {kinds} on its own", verbose)
+
+
+def check_encryption_overhead(answer: int | None, plain_ledger: Any, secure_ledger: Any, *, step: int = 1,
+                              verbose: bool = True) -> bool:
+    """Notebook 04, exercise 1: bytes encryption adds to one training step of one client (all its frames).
+
+    Introduced in notebook 04.
+    """
+    def total(ledger: Any) -> int:
+        return sum(r.nbytes for r in ledger if r.step == step)
+
+    truth = total(secure_ledger) - total(plain_ledger)
+    return _verdict("exercise 1", answer, lambda: int(answer) == truth,  # type: ignore[arg-type]
+                    "count every frame of the step, both directions", verbose)
+
+
+def check_header_tamper(answer: str | None, *, verbose: bool = True) -> bool:
+    """Notebook 04, exercise 2: the server's error for a frame whose clear *step* field was changed.
+
+    Introduced in notebook 04.
+    """
+    return _verdict("exercise 2", answer, lambda: "authentication failed" in str(answer),
+                    "flip a bit of the step field (the 8 bytes before the sequence number) and raise the seq",
+                    verbose)
+
+
+def check_traffic_analysis(answer: int | None, ledger: Any, client_id: str, *, verbose: bool = True) -> bool:
+    """Notebook 04, exercise 3: how many training steps ``client_id`` took, read off the clear headers.
+
+    Introduced in notebook 04.
+    """
+    truth = len({r.step for r in ledger if r.client_id == client_id and r.kind == "activations"})
+    return _verdict("exercise 3", answer, lambda: int(answer) == truth,  # type: ignore[arg-type]
+                    "count the steps of the frames that carry this client's id", verbose)

@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,6 +47,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from flglm_kit.data.records import read_text
 from flglm_kit.data.tasks import Example
@@ -202,13 +204,26 @@ def load_pretrained(
         _check_files(folder, shipped=path is None)
         _verify_checksums(folder, shipped=path is None)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype, local_files_only=True, use_safetensors=True)
+        with _no_loading_bar():  # a local load takes a moment; its bar froze at 0 % in saved notebooks
+            model = AutoModelForCausalLM.from_pretrained(
+                str(folder), dtype=dtype, local_files_only=True, use_safetensors=True)
         source = str(folder)
     _check_finite(model, source)
     target = torch.device(device) if device is not None else get_device()
     torch.nn.Module.to(model, target)  # PreTrainedModel.to's decorated signature confuses mypy
     return tokenizer, model.eval()
+
+
+@contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """Turn transformers' progress bars off for the block, then back to what they were."""
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _local_folder(path: str | Path) -> Path:
