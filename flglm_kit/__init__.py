@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "SplitServer": "flglm_kit.server",
     "InProcessTransport": "flglm_kit.transport",
     "Federation": "flglm_kit.federation",
+    "Dashboard": "flglm_kit.widgets",
     "Identity": "flglm_kit.crypto",
     "SecureChannel": "flglm_kit.crypto",
     "PlaintextChannel": "flglm_kit.crypto",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads o
     from flglm_kit.server import SplitServer
     from flglm_kit.split import SplitModel, Spans, split_model
     from flglm_kit.transport import InProcessTransport
+    from flglm_kit.widgets import Dashboard
     from flglm_kit.wire import Message, ProtocolError, WireError, decode, encode
 
 
