@@ -256,10 +256,10 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
     pooled_batch = budget.batch * len(clients)
     if arm == "centralized":
         split = _split(model_fn, method, options)
-        streams = [_stream(setup.shards[c], tokenizer, batch=budget.batch, max_len=setup.max_len, seed=seed * 1000 + i)
-                   for i, c in enumerate(clients)]  # the federated arms' streams
+        per_client = [_stream(setup.shards[c], tokenizer, batch=budget.batch, max_len=setup.max_len,
+                              seed=seed * 1000 + i) for i, c in enumerate(clients)]  # the federated arms' streams
         pad = special_ids(tokenizer).pad
-        seen = _train_alone(split, (_union([next(s) for s in streams], pad) for _ in itertools.count()),
+        seen = _train_alone(split, (_union([next(s) for s in per_client], pad) for _ in itertools.count()),
                             budget.steps, lr)
         return [RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, None, seen)]
     if arm == "local-only":

@@ -24,7 +24,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "server": ("wire", "crypto", "split", "losses", "optim", "scheduling", "aggregation"),
     "fedavg": (),
     "aggregation": ("wire", "fedavg"),
-    "fedclient": ("client", "crypto", "fedavg", "wire"),
+    "fedclient": ("client", "crypto", "fedavg", "optim", "wire"),
     "checkpoint": (),
     "stats": (),
     "lora": ("split",),
