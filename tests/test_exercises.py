@@ -138,7 +138,8 @@ def test_dropping_a_client_fails(capsys):
 ])
 def test_other_wrong_answers_fail_with_a_reason(wrong, says, capsys):
     start = time.monotonic()
-    assert check_scheduler(wrong, time_limit_s=1.0) is False
+    # only Silent must run out of time; the others get room for a loaded machine
+    assert check_scheduler(wrong, time_limit_s=1.0 if wrong is Silent else 10.0) is False
     assert says in capsys.readouterr().out
     assert time.monotonic() - start < 30
 
