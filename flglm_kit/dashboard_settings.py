@@ -14,9 +14,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-import torch
 
-from flglm_kit.device import get_device, quick_mode
+from flglm_kit.device import get_device, quick_mode, available_devices
 
 __all__ = ["Settings", "SettingsError", "SCHEDULERS", "PARTITIONS", "TASKS", "PEFT_METHODS", "AGGREGATES",
            "available_devices"]
@@ -37,17 +36,6 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
-
-
-def available_devices() -> list[str]:
-    """The devices this machine has, fastest first (what the dashboard's device control offers)."""
-    out = []
-    if torch.cuda.is_available():
-        out.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append("mps")
-    return [*out, "cpu"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +105,7 @@ class Settings:
             base = cls(device=str(device.type))
         elif device.type == "cuda":
             base = cls(num_clients=8, steps=200, average_every=4, samples=4000, eval_size=128, eval_every=25,
-                       batch=8, inverter_steps=300, device="cuda")
+                       batch=8, inverter_steps=300, device=str(device.type))
         else:
             base = cls(num_clients=4, steps=40, average_every=4, samples=1024, eval_size=64, eval_every=8,
                        inverter_steps=200, device=str(device.type))

@@ -12,10 +12,21 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-__all__ = ["get_device", "set_seed", "quick_mode", "QUICK_ENV"]
+__all__ = ["available_devices", "get_device", "set_seed", "quick_mode", "QUICK_ENV"]
 
 #: Environment variable that shrinks every notebook and demo (set by CI and the test suite).
 QUICK_ENV = "FLGLM_QUICK"
+
+
+def available_devices() -> list[str]:
+    """The device types this machine has, fastest first (what the dashboard's device control offers)."""
+    out = []
+    if torch.cuda.is_available():
+        out.append("cuda")  # the one place a device is named (with get_device)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return [*out, "cpu"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -35,12 +46,7 @@ def get_device(prefer: str | None = None) -> torch.device:
     name = prefer or os.environ.get("FLGLM_DEVICE")
     if name:
         return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")  # the one place a device is named: get_device
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return torch.device(available_devices()[0])
 
 
 def set_seed(seed: int) -> torch.Generator:
