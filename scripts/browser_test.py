@@ -10,7 +10,7 @@ What it does, step by step (each step prints a line; any failure exits non-zero 
    into this Python environment (``pip``) when they are missing. Playwright drives the Debian
    browser through ``executable_path``: no browser is downloaded (``playwright install`` is
    never run);
-2. copies the notebook into a fresh folder (the repository's copy is never saved over) and
+2. copies the notebook's folder into a fresh one (the repository's copy is never saved over) and
    starts JupyterLab from this environment on a free localhost port, with a token, no browser,
    ``--allow-root`` when root, fresh settings that switch the news and update pop-ups off, and
    ``FLGLM_QUICK=1`` in the kernel's environment;
@@ -102,11 +102,16 @@ def free_port() -> int:
 
 
 def lab_settings(folder: Path) -> None:
-    """Fresh user settings: no news, no update check (the pop-ups a first start shows)."""
+    """Fresh user settings: no news, no update check (the pop-ups a first start shows), and every
+    cell of a notebook kept in the page. JupyterLab 4 renders long notebooks lazily ("windowing"):
+    the prompts of cells out of view read as empty, so a long notebook would never look fully run."""
     plugin = folder / "@jupyterlab" / "apputils-extension"
     plugin.mkdir(parents=True, exist_ok=True)
     (plugin / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
                                                                          "checkForUpdates": False}))
+    notebook = folder / "@jupyterlab" / "notebook-extension"
+    notebook.mkdir(parents=True, exist_ok=True)
+    (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
 
 
 def start_lab(root_dir: Path, port: int, token: str, work: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -196,7 +201,8 @@ def wait_until(check: Any, what: str, timeout: float, poll: float = 0.5) -> Any:
 
 def cells_state(page: Any) -> dict[str, int]:
     """Code cells: how many, how many still queued or running ([*]), how many never ran ([ ])."""
-    prompts: list[str] = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    # textContent, not innerText: innerText is empty for an element the browser has not laid out
+    prompts: list[str] = page.locator(".jp-CodeCell .jp-InputPrompt").all_text_contents()
     prompts = [p.strip() for p in prompts]
     return {"cells": len(prompts), "busy": sum("*" in p for p in prompts),
             "not run": sum(p in ("", "[ ]:") for p in prompts)}
@@ -238,10 +244,23 @@ def run_all(page: Any, lab: Lab, timeout: float) -> float:
     time.sleep(2)
     accept_kernel_dialog(page)
 
+    said, stalled = [t0], [0]
+
     def finished() -> bool:
         accept_kernel_dialog(page)
         state = cells_state(page)
-        return state["busy"] == 0 and state["not run"] == 0 and lab.idle()
+        kernels = lab.kernel_states()
+        if time.monotonic() - said[0] > 30:  # a wait that never ends shows what it waits for
+            say(f"  still running: cells {state}, kernel {kernels}")
+            said[0] = time.monotonic()
+        idle = bool(kernels) and all(k == "idle" for k in kernels)
+        # a cell that fails cancels the rest of Run All: they stay unrun while the kernel is idle
+        stalled[0] = stalled[0] + 1 if idle and state["busy"] == 0 and state["not run"] else 0
+        if stalled[0] >= 5:
+            errors = error_outputs(page)
+            raise BrowserTestError(f"Run All stopped with {state['not run']} cell(s) not run; the page shows "
+                                   + ("these errors:\n" + "\n---\n".join(errors) if errors else "no error output"))
+        return state["busy"] == 0 and state["not run"] == 0 and idle
 
     wait_until(finished, "every cell to run and the kernel to be idle", timeout, poll=1.0)
     return time.monotonic() - t0
@@ -375,9 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         chromium = ensure_chromium()
         ensure_python_packages()
         work = Path(tempfile.mkdtemp(prefix="flglm-browser-test-"))
-        (work / "nb").mkdir()
+        # the notebook's whole folder: it reads files beside it (notebook 06: results/*.jsonl);
+        # the repository's copy is never saved over
+        shutil.copytree(source.parent, work / "nb", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
         notebook = work / "nb" / source.name
-        shutil.copy(source, notebook)  # the repository's copy is never saved over
         port, token = free_port(), os.urandom(16).hex()
         proc = start_lab(work / "nb", port, token, work, out / "jupyterlab.log")
         wait_for_lab(proc, port, token, out / "jupyterlab.log")
