@@ -41,6 +41,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 ALLOWED.update({"profiling": ("crypto", "wire"), "figures": ("profiling",)})
 #: rooms that may not import the parties at all
 NO_PARTIES = ("data", "metrics", "pretrained", "finetune", "checks")
+#: the federation layer builds the parties but never the attacks (the attacks read its recorded view)
+NO_ATTACKS = ("federation", "generation", "experiments")
 
 
 def _module_name(path: Path) -> str:
@@ -85,6 +87,9 @@ def test_each_module_imports_only_what_its_room_allows(path):
     if room in NO_PARTIES:
         wrong = {i for i in imports if i.split(".")[0] in ("client", "server", "transport", "attacks")}
         assert not wrong, f"flglm_kit.{name} imports the parties or the attacks: {sorted(wrong)}"
+    if room in NO_ATTACKS:
+        wrong = {i for i in imports if i.split(".")[0] == "attacks"}
+        assert not wrong, f"flglm_kit.{name} imports the attacks: {sorted(wrong)}"
 
 
 def test_the_table_covers_the_core_modules():

@@ -62,6 +62,10 @@ def test_intervals():
     assert mean_interval([1.0]).low == 1.0
     w = wilson_interval(0, 10)
     assert w.low == 0.0 and 0.25 < w.high < 0.35
+    w = wilson_interval(10, 10)  # the other edge: 10 of 10 (Wilson's lower bound 0.7225)
+    assert w.high == 1.0 and w.estimate == 1.0 and abs(w.low - 0.7225) < 1e-3
+    w = wilson_interval(81, 263)  # Newcombe (1998), example: 0.3080 [0.2553, 0.3662]
+    assert abs(w.low - 0.2553) < 1e-3 and abs(w.high - 0.3662) < 1e-3
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
 
