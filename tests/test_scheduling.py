@@ -162,18 +162,25 @@ def test_client_batching_gives_each_client_the_gradient_of_its_own_loss():
             tokens.append(int((labels[:, 1:] != -100).sum()))
             assert abs(result.losses[f"c{i}"] - float(out.loss.detach())) < TOL, (step, i)
         total = sum(tokens)
-        for o in [*client_opts, trunk_opt]:
-            o.zero_grad()
-        torch.stack([n / total * loss for n, loss in zip(tokens, losses)]).sum().backward()
-        for i in range(k):  # a client's blocks get the gradient of its own mean loss: undo its weight
-            for p in [*heads[i].parameters(), *tails[i].parameters()]:
-                p.grad.mul_(total / tokens[i])
-            client_opts[i].step()
+        # Each client's blocks get the gradient of its own mean loss; the trunk gets the gradient of
+        # the token-weighted union. All gradients first, then the steps.
+        owns = [[*heads[i].parameters(), *tails[i].parameters()] for i in range(k)]
+        trunk = list(split.trunk.parameters())
+        union = torch.stack([n / total * loss for n, loss in zip(tokens, losses)]).sum()
+        grads = [torch.autograd.grad(losses[i], owns[i], retain_graph=True) for i in range(k)]
+        grads.append(torch.autograd.grad(union, trunk))
+        for params, gs in zip([*owns, trunk], grads):
+            for p, g in zip(params, gs):
+                p.grad = g
+        for o in client_opts:
+            o.step()
         trunk_opt.step()
     assert_close_lists(trunk_weights(parties.server), [p.detach() for p in split.trunk.parameters()], "trunk")
     for i, client in enumerate(parties.clients):
         assert_close_lists([p.detach() for p in client.head.parameters()],
                            [p.detach() for p in heads[i].parameters()], f"head {i}")
+        assert_close_lists([p.detach() for p in client.tail.parameters()],
+                           [p.detach() for p in tails[i].parameters()], f"tail {i}")
 
 
 def test_client_batching_waits_for_k_clients_then_drops_a_straggler_after_the_deadline():
