@@ -35,7 +35,7 @@ client's dropout masks independently (``randomness="different"``), not the unbat
 arithmetic: each client still multiplies by its own weights. On a GPU, where small calls are
 launch-bound, that is most of a tiny block's cost; on a CPU, where they are compute-bound, it
 saves little or nothing (and PyTorch has no batching rule for CPU attention yet, so it loops
-over the clients there, with a one-time warning).
+over the clients there; this module silences PyTorch's warning that says so).
 
 Introduced in notebook 05.
 """
@@ -43,6 +43,7 @@ Introduced in notebook 05.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -144,7 +145,9 @@ class _Stack:
         """``out(block(*args(*inputs)))`` for every client at once: ``batched`` inputs have the clients on dim 0."""
         def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], *inputs: Any) -> torch.Tensor:
             return out(functional_call(self.template, (params, buffers), args(*inputs)))
-        return vmap(one, randomness="different")(self.params, self.buffers, *batched)
+        with warnings.catch_warnings():  # "no batching rule for ...flash_attention_for_cpu": see the module doc
+            warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
+            return vmap(one, randomness="different")(self.params, self.buffers, *batched)
 
     def hand_back(self, k: int) -> None:
         """Add client ``k``'s slice of the stacked gradients to its own parameters' ``.grad``."""

@@ -35,7 +35,7 @@ from flglm_kit.split import split_model
 __all__ = ["small_federation", "check_scheduler", "check_fedavg", "check_parameter_count", "check_vocab_size",
            "check_server_compute_share", "check_activation_bytes", "check_label_fraction", "check_bag_threshold",
            "check_nn_one_block", "check_smallest_sigma", "check_weakest_entity_type", "check_encryption_overhead",
-           "check_header_tamper", "check_traffic_analysis"]
+           "check_header_tamper", "check_traffic_analysis", "check_largest_phase"]
 
 TOL = 1e-5
 
@@ -281,7 +281,7 @@ def check_fedavg(fn: Callable[[dict[str, dict[str, torch.Tensor]], dict[str, int
     return finish()
 
 
-# -- notebooks 00-04: small checkers that compute the answer themselves, so a notebook never shows it --
+# -- notebooks 00-05: small checkers that compute the answer themselves, so a notebook never shows it --
 
 def _verdict(exercise: str, answer: Any, ok: Callable[[], bool], hint: str, verbose: bool) -> bool:
     """Print ``[OK]`` / ``[FAIL] hint`` / "not answered yet" for one answer; True if right."""
@@ -451,3 +451,13 @@ def check_traffic_analysis(answer: int | None, ledger: Any, client_id: str, *, v
     truth = len({r.step for r in ledger if r.client_id == client_id and r.kind == "activations"})
     return _verdict("exercise 3", answer, lambda: int(answer) == truth,  # type: ignore[arg-type]
                     "count the steps of the frames that carry this client's id", verbose)
+
+
+def check_largest_phase(answer: str | None, phases: dict[str, float], *, verbose: bool = True) -> bool:
+    """Notebook 05, exercise 2: the phase with the largest share of a round (``phases``: name -> seconds).
+
+    Introduced in notebook 05.
+    """
+    truth = max(phases, key=phases.__getitem__)
+    return _verdict("exercise 2", answer, lambda: answer == truth,
+                    f"compare the bars of section 5; answer with one of {sorted(phases)}", verbose)

@@ -17,6 +17,10 @@ cell's output (a display that is updated in place), so that a saved notebook sho
 :class:`SchedulePicker` lets a learner choose a number of clients and a scheduler among rounds
 that notebook 05 has already timed, and shows that choice's swimlane and throughput.
 
+:func:`progress` is ``tqdm.auto`` for a notebook's own loops: a live bar while the loop runs,
+replaced at the end by its final line of text, so that a saved notebook shows ``8/8 [00:12]``
+rather than a bar frozen at 0 %.
+
 Introduced in notebook 05 (the schedule picker); the dashboard is notebook 06's.
 """
 
@@ -26,7 +30,7 @@ import io
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -41,7 +45,7 @@ from flglm_kit.figures import draw_swimlanes
 from flglm_kit.profiling import PhaseTimer, median_ci
 from flglm_kit.run_history import History, draw_panels
 
-__all__ = ["Dashboard", "SchedulePicker", "png_of"]
+__all__ = ["Dashboard", "SchedulePicker", "png_of", "progress"]
 
 PLAINTEXT_WARNING = ("<b style='color:#b00'>⚠ plaintext channels</b>: anyone on the wire reads every activation "
                      "and gradient. For the leak demos only.")
@@ -53,6 +57,34 @@ def png_of(fig: Figure, *, dpi: int = 72) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def progress(iterable: Iterable[Any], *, desc: str, total: int | None = None) -> Iterator[Any]:
+    """Iterate over ``iterable`` behind a ``tqdm.auto`` bar that leaves its final line behind.
+
+    In Jupyter the bar is a widget, and a saved notebook keeps only the text it had when it was
+    first shown ("0 %"). Here the bar is shown through an updatable display, which the end of the
+    loop (or an error) replaces with the bar's last line as plain text. Elsewhere: tqdm's console bar.
+
+    Example:
+        >>> list(progress(range(3), desc="rounds"))  # the bar goes to stderr
+        [0, 1, 2]
+    """
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    if not issubclass(tqdm, notebook_tqdm):  # not in a Jupyter kernel (or no widgets): the console bar
+        yield from tqdm(iterable, desc=desc, total=total)
+        return
+    from IPython.display import Pretty, display
+
+    bar = notebook_tqdm(iterable, desc=desc, total=total, display=False)
+    handle = display(bar.container, display_id=True)  # type: ignore[no-untyped-call]
+    try:
+        yield from bar
+    finally:
+        bar.close()
+        handle.update(Pretty(str(bar)))  # type: ignore[no-untyped-call]
 
 
 STYLE = {"description_width": "95px"}

@@ -65,3 +65,16 @@ def test_no_docstring_cites_a_design_file_the_repository_lacks():
 def test_the_readme_points_contributors_to_the_architecture():
     assert "ARCHITECTURE.md" in (ROOT / "README.md").read_text()
     assert (ROOT / "ARCHITECTURE.md").exists()
+
+
+FROZEN_BAR = re.compile(r"\b\d{1,2}%\|")  # "  0%|          | 0/8": a bar below 100 % as text
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+def test_no_committed_output_shows_a_progress_bar_frozen_below_100_percent(notebook):
+    # A widget bar saves only the text it had when first shown; a reader on the web sees "0 %".
+    # Notebooks use flglm_kit.widgets.progress (or print a closing line) instead.
+    for i, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+            assert not FROZEN_BAR.search(text), f"cell {i} of {notebook.name} saved a progress bar at: {text[:80]!r}"

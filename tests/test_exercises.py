@@ -285,3 +285,10 @@ def test_checkers_of_notebook_04():
     assert _verdicts(check_header_tamper, good, "unknown step") == (True, False, False)
     ledger = [R(step=s, client_id=c, kind="activations", nbytes=1) for s, c in ((1, "a"), (1, "c"), (2, "c"))]
     assert _verdicts(check_traffic_analysis, 2, 3, ledger, "c") == (True, False, False)
+
+
+def test_checker_of_notebook_05_profile():
+    from flglm_kit.exercises import check_largest_phase
+
+    phases = {"client compute": 0.2, "wire and cipher": 0.01, "server compute": 0.5, "other": 0.1}
+    assert _verdicts(check_largest_phase, "server compute", "client compute", phases) == (True, False, False)
