@@ -348,6 +348,30 @@ def test_truncation_keeps_the_answer_and_the_cue(tokenizer):
         encode_example(ex, tokenizer, max_len=n_answer + 4, truncation="right")  # type: ignore
 
 
+@pytest.mark.parametrize("max_len", [48, 160])
+def test_where_a_candidate_answer_starts_does_not_depend_on_which_it_is(tokenizer, max_len):
+    # Regression: truncated triage notes filled max_len exactly, so <sep> sat two positions earlier
+    # before " emergency" (3 tokens) than before " routine" (1 token): the label leaked through it.
+    from dataclasses import replace
+    ex = load_clinic_notes("train", task="triage")[0]
+    encoded = {c: encode_example(replace(ex, answer=c), tokenizer, max_len=max_len)
+               for c in classification_choices("triage", ex)}
+    lengths = {c: sum(label != IGNORE_INDEX for label in e["labels"]) for c, e in encoded.items()}
+    assert len(set(lengths.values())) > 1  # the candidates differ in length...
+    starts = {c: e["labels"].index(next(label for label in e["labels"] if label != IGNORE_INDEX))
+              for c, e in encoded.items()}
+    assert len(set(starts.values())) == 1  # ...yet each starts at the same position
+    prompts = {tuple(e["input_ids"][:starts[c]]) for c, e in encoded.items()}
+    assert len(prompts) == 1  # after the same prompt
+    assert max(len(e["input_ids"]) for e in encoded.values()) == max_len  # the longest one fills max_len
+    data = TaskDataset([replace(ex, answer=c) for c in encoded], tokenizer, max_len=max_len)
+    assert [item["input_ids"] for item in data.items] == [e["input_ids"] for e in encoded.values()]
+    # An example without candidates (a summary) reserves its own answer's length only: a cut one fills max_len.
+    summary = load_clinic_notes("train", task="summary")[0]
+    n_answer = len(tokenizer(" " + summary.answer, add_special_tokens=False)["input_ids"]) + 1  # and <eos>
+    assert len(encode_example(summary, tokenizer, max_len=n_answer + max_len)["input_ids"]) == n_answer + max_len
+
+
 def test_encode_prompt_for_generation(tokenizer):
     ex = load_superglue("boolq", "test")[0]
     ids = encode_prompt(ex, tokenizer, max_len=16)["input_ids"]

@@ -17,6 +17,15 @@ prompt of :mod:`flglm_kit.data.tasks` puts the passage first and the question an
 the start of the passage goes and the question survives. ``"middle"`` keeps the prompt's first
 and last halves of the budget instead, for lead-heavy text such as news articles.
 
+**A classification answer's position says nothing about the label.** An example with candidate
+answers (``meta["choices"]``, as every classification task of :mod:`flglm_kit.data.tasks` sets)
+reserves room for its *longest* candidate, whichever is its answer: every candidate then gets the
+same prompt and starts at the same position. Without this, a truncated prompt fills ``max_len``
+exactly, so ``<sep>`` sat two positions earlier before " emergency" (three tokens) than before
+" routine" (one): a model learned the label from where the answer starts, reached a training
+loss near 0.06 while scoring at chance, and scoring by log-likelihood then preferred whichever
+candidate that shortcut favoured (every training note of the clinic triage task is truncated).
+
 **Long texts are cut before they are tokenized.** Tokenizing a 50 MB line whole costs gigabytes
 (the fast tokenizer keeps offsets and strings per token) only to keep ``max_len`` tokens of it.
 A text longer than ``4 * max_len * CHARS_PER_TOKEN`` characters is therefore tokenized as its
@@ -112,14 +121,16 @@ def _truncate(ids: list[int], budget: int, truncation: Truncation) -> list[int]:
 
 
 def _assemble(prompt: list[int], answer: list[int], ids: SpecialIds, max_len: int,
-              truncation: Truncation, what: str) -> Encoded:
+              truncation: Truncation, what: str, room: int = 0) -> Encoded:
+    """``room``: answer tokens to reserve at least (the longest candidate's; see the module docstring)."""
     if not answer:
         raise ValueError(f"{what} has no answer (an unlabelled test example?); "
                          "use encode_prompt to encode it for generation")
-    budget = max_len - len(answer) - 3  # bos, sep, eos
+    budget = max_len - max(len(answer), room) - 3  # bos, sep, eos
     if budget < 1:
         size = f"{len(answer)}+" if len(answer) >= 2 * max_len else str(len(answer))  # cut: see _tokens
-        raise ValueError(f"{what}: its answer of {size} tokens leaves no room for the "
+        longest = f" (its longest candidate answer: {room} tokens)" if room > len(answer) else ""
+        raise ValueError(f"{what}: its answer of {size} tokens{longest} leaves no room for the "
                          f"prompt in max_len={max_len}; raise max_len")
     prompt = _truncate(prompt, budget, truncation)
     input_ids = [ids.bos, *prompt, ids.sep, *answer, ids.eos]
@@ -181,6 +192,21 @@ def _answer(text: str) -> str:
     return ANSWER_PREFIX + text if text else ""  # an empty answer stays empty: no target
 
 
+def _choices(example: Example) -> tuple[str, ...]:
+    """The example's candidate answers (``meta["choices"]``), or none."""
+    choices = example.meta.get("choices") if isinstance(example.meta, Mapping) else None
+    return tuple(str(c) for c in choices) if isinstance(choices, (list, tuple)) else ()
+
+
+def _rooms(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], *, keep: int) -> list[int]:
+    """Per example, the token count of its longest candidate answer (0 without candidates)."""
+    sets = {c for ex in examples if (c := _choices(ex))}
+    longest = {}
+    for choices in sets:
+        longest[choices] = max(len(ids) for ids in _tokens(tokenizer, [_answer(c) for c in choices], keep=keep))
+    return [longest.get(_choices(ex), 0) for ex in examples]
+
+
 def decode_answer(token_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) -> str:
     """The answer text of generated ids: up to the first ``<eos>``, without :data:`ANSWER_PREFIX`.
 
@@ -211,7 +237,9 @@ def encode_example(example: Example, tokenizer: PreTrainedTokenizerBase, *, max_
     Args:
         example: a formatted example with a non-empty answer.
         tokenizer: see :func:`special_ids`.
-        max_len: the most tokens in the result; the prompt is cut to fit, the answer never.
+        max_len: the most tokens in the result; the prompt is cut to fit, the answer never. An
+            example with ``meta["choices"]`` leaves room for its longest candidate, so that
+            where the answer starts does not depend on which candidate it is (module docstring).
         truncation: ``"left"`` (drop the prompt's first tokens) or ``"middle"``.
 
     Returns:
@@ -231,7 +259,8 @@ def encode_example(example: Example, tokenizer: PreTrainedTokenizerBase, *, max_
         [-100, -100, -100, -100, -100, -100, 9, 2]
     """
     prompt, answer = _tokens(tokenizer, [example.prompt, _answer(example.answer)], keep=max_len)
-    return _assemble(prompt, answer, special_ids(tokenizer), max_len, truncation, _name(example))
+    room = _rooms(tokenizer, [example], keep=max_len)[0]
+    return _assemble(prompt, answer, special_ids(tokenizer), max_len, truncation, _name(example), room)
 
 
 def encode_prompt(example: Example, tokenizer: PreTrainedTokenizerBase, *, max_len: int,
@@ -339,9 +368,10 @@ class TaskDataset(Dataset[Encoded]):
         self.max_len = max_len
         prompts = _tokens(tokenizer, [ex.prompt for ex in self.examples], keep=max_len)
         answers = _tokens(tokenizer, [_answer(ex.answer) for ex in self.examples], keep=max_len)
+        rooms = _rooms(tokenizer, self.examples, keep=max_len)
         self.items = [
-            _assemble(p, a, self.special, max_len, truncation, _name(ex))
-            for ex, p, a in zip(self.examples, prompts, answers)
+            _assemble(p, a, self.special, max_len, truncation, _name(ex), room)
+            for ex, p, a, room in zip(self.examples, prompts, answers, rooms)
         ]
 
     def __len__(self) -> int:
