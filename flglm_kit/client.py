@@ -265,10 +265,10 @@ class SplitClient:
         return Message("activations", self.client_id, self.step, tensors=tensors, meta=meta)
 
     def _set_mode(self, training: bool) -> None:
-        """Train or evaluation mode (dropout on or off) for this client's blocks."""
-        self.head.train(training)
-        if self.tail is not None:
-            self.tail.train(training)
+        """Train or evaluation mode (dropout on or off) for this client's blocks; a no-op when they are in it."""
+        for part in (self.head, self.tail):
+            if part is not None and part.training != training:
+                part.train(training)
 
     def begin_train_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                          labels: torch.Tensor | None = None) -> TrainStep:

@@ -249,9 +249,14 @@ class TrunkCompute:
         return f"TrunkCompute(layers {self.trunk.layer_indices}, version {self.version})"
 
     def _set_mode(self, training: bool) -> None:
-        self.trunk.train(training)
-        if self.tail is not None:
-            self.tail.train(training)
+        """Train or evaluation mode for the trunk (and tail); a no-op when the parts are in it already.
+
+        ``Module.train`` walks every submodule: at one generated token per request that walk
+        cost about 6 % of split generation on the tiny GLM, so it runs only on a change.
+        """
+        for part in (self.trunk, self.tail):
+            if part is not None and part.training != training:
+                part.train(training)
 
     def _concat(self, msgs: list[Message]) -> tuple[torch.Tensor, Spans, list[Member]]:
         """Concatenate requests along the batch, each right-padded to the longest."""
