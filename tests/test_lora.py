@@ -214,7 +214,8 @@ def test_unknown_families_and_wrong_targets_are_refused_clearly(monkeypatch):
     (dict(dropout=1.0), "dropout must be"), (dict(dropout=float("nan")), "dropout must be"),
     (dict(parts=("client",)), "parts must be"), (dict(parts=("head", "head")), "parts must be"),
     (dict(parts=()), "parts must be"), (dict(targets="q_proj"), "targets must be"),
-    (dict(targets=()), "targets must be"),
+    (dict(targets=()), "targets must be"), (dict(modules_to_save="embed_tokens"), "modules_to_save must be"),
+    (dict(modules_to_save=("",)), "modules_to_save must be"),
 ])
 def test_a_bad_spec_is_refused(options, match):
     with pytest.raises(ValueError, match=match):
@@ -281,3 +282,20 @@ def test_a_federation_averages_the_client_adapters_only():
             assert _changed(snap, module) == {k for k in snap if is_adapter(k)}
     for mine, theirs in ((a.head, b.head), (a.tail, b.tail)):  # the same average on every client
         assert all(torch.equal(v, adapter_state(theirs)[k]) for k, v in adapter_state(mine).items())
+
+
+def test_modules_to_save_train_whole_beside_the_adapters_and_are_averaged():
+    split = LoraSpec(r=2, modules_to_save=("embed_tokens",)).apply(split_model(tiny_model("glm")))
+    trains = {f"{part}.{n}" for part in PARTS for n, p in getattr(split, part).named_parameters() if p.requires_grad}
+    assert "head.embed_tokens.weight" in trains
+    assert all(is_adapter(n) for n in trains - {"head.embed_tokens.weight"})  # nothing else whole
+    assert trainable_summary(split)["head"].trainable > split.head.embed_tokens.weight.numel()
+    with pytest.raises(ValueError, match="modules_to_save names 'embedding'.*embed_tokens"):
+        LoraSpec(modules_to_save=("embedding",)).apply(split_model(tiny_model("glm")))
+    # In a federation the saved module is averaged like the adapters: every client ends with the same table.
+    fed = Federation(split_model(tiny_model("glm")), ["a", "b"], peft=LoraSpec(r=2, modules_to_save=("embed_tokens",)),
+                     optimizer=only_trainable(adamw), aggregate="server")
+    before = fed.clients["a"].head.embed_tokens.weight.detach().clone()
+    fed.train_round({cid: batches(2, seed=i) for i, cid in enumerate(fed.clients)}, local_steps=2)
+    a, b = (fed.clients[c].head.embed_tokens.weight for c in ("a", "b"))
+    assert not torch.equal(a, before) and torch.equal(a, b)
