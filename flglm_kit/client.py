@@ -29,7 +29,8 @@ from flglm_kit.crypto import (ChannelError, ClientHandshake, Identity, Plaintext
                               peek_header)
 from flglm_kit.losses import IGNORE_INDEX, supervised_tokens
 from flglm_kit.noise import noise_activations
-from flglm_kit.optim import OptimizerFactory, default_optimizer, trainable_parameters, unique_parameters
+from flglm_kit.optim import (OptimizerFactory, default_optimizer, set_training, trainable_parameters,
+                             unique_parameters)
 from flglm_kit.split import InputBlock, OutputBlock, PartCache, Spans
 from flglm_kit.wire import Message, MetaValue, ProtocolError
 
@@ -265,10 +266,8 @@ class SplitClient:
         return Message("activations", self.client_id, self.step, tensors=tensors, meta=meta)
 
     def _set_mode(self, training: bool) -> None:
-        """Train or evaluation mode (dropout on or off) for this client's blocks; a no-op when they are in it."""
-        for part in (self.head, self.tail):
-            if part is not None and part.training != training:
-                part.train(training)
+        """Train or evaluation mode (dropout on or off) for this client's blocks."""
+        set_training(training, self.head, self.tail)
 
     def begin_train_step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                          labels: torch.Tensor | None = None) -> TrainStep:

@@ -1,4 +1,4 @@
-"""Optimizers for the parties: one default, one factory type, unique and trainable parameters.
+"""Optimizers for the parties: one default, one factory type, unique and trainable parameters, train mode.
 
 Both parties build their optimizer the same way, from a factory that takes the parameters they
 own; nothing here knows about clients or servers. With parameter-efficient fine-tuning (LoRA,
@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["OptimizerFactory", "default_optimizer", "unique_parameters", "trainable_parameters", "only_trainable"]
+__all__ = ["OptimizerFactory", "default_optimizer", "unique_parameters", "trainable_parameters", "only_trainable",
+           "set_training"]
 
 #: Makes an optimizer from the parameters a party owns, e.g. ``lambda p: torch.optim.SGD(p, lr=0.1)``.
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -97,3 +98,20 @@ def only_trainable(factory: OptimizerFactory = default_optimizer) -> OptimizerFa
         return factory(trainable)
 
     return make
+
+
+def set_training(training: bool, *modules: nn.Module | None) -> None:
+    """Train or evaluation mode (dropout on or off) for ``modules``; a module already in it is left alone.
+
+    ``Module.train`` walks every submodule, and the parties call this once per request: at one
+    generated token per request that walk cost about 6 % of split generation on the tiny GLM.
+
+    Example:
+        >>> layer = nn.Dropout(0.1)
+        >>> set_training(False, layer, None)
+        >>> layer.training
+        False
+    """
+    for module in modules:
+        if module is not None and module.training != training:
+            module.train(training)

@@ -194,8 +194,7 @@ def _answer(text: str) -> str:
 
 def _choices(example: Example) -> tuple[str, ...]:
     """The example's candidate answers (``meta["choices"]``), or none."""
-    choices = example.meta.get("choices") if isinstance(example.meta, Mapping) else None
-    return tuple(str(c) for c in choices) if isinstance(choices, (list, tuple)) else ()
+    return tuple(example.meta.get("choices") or ())
 
 
 def _rooms(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], *, keep: int) -> list[int]:
