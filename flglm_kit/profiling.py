@@ -26,17 +26,18 @@ Introduced in notebook 05.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["PHASES", "Piece", "Timeline", "PhaseTimer", "MedianCI", "median_ci", "hardware_name"]
+__all__ = ["PHASES", "Piece", "Timeline", "PhaseTimer", "MedianCI", "median_ci", "hardware_name", "threads"]
 
 #: The measured phases, in drawing order.
 PHASES = ("client compute", "wire and cipher", "server compute")
@@ -358,6 +359,34 @@ def median_ci(samples: Sequence[float], *, level: float = 0.95) -> MedianCI:
         else:
             break
     return MedianCI(median, xs[best[0]], xs[best[1]], n, best[2], tuple(xs))
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads of torch, and give back the previous number after.
+
+    Timings are taken inside it rather than by setting torch's threads for a whole session: a
+    tiny model gains nothing from a second thread, and on a shared machine one thread is far
+    steadier (two threads on two busy cores can run several times slower).
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with threads(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+
+    Introduced in notebook 05.
+    """
+    if n < 1:
+        raise ValueError(f"threads(n) needs n >= 1, got {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def hardware_name(device: torch.device | str | None = None) -> str:

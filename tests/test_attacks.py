@@ -18,6 +18,7 @@ from flglm_kit.crypto import Identity, InsecureChannelWarning
 from flglm_kit.losses import next_token_loss
 from flglm_kit.models import tiny_model
 from flglm_kit.optim import default_optimizer
+from flglm_kit.profiling import threads
 from flglm_kit.server import SplitServer
 from flglm_kit.split import Spans, split_model
 from flglm_kit.transport import InProcessTransport
@@ -31,10 +32,8 @@ SLOTS = ((100, 300), (300, 400), (400, 500))  # private fillers: names, numbers,
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny tensors: one intra-op thread avoids oversubscribing shared CI cores (much faster there)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with threads(1):
+        yield
 
 
 def templated_language(n, *, seed, num_templates=6):

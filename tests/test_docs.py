@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "flglm_kit"
 POINTER = re.compile(r"[Ii]ntroduced in notebooks? (\d\d)")
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def _notebook_code(number: str) -> str | None:
@@ -70,7 +71,7 @@ def test_the_readme_points_contributors_to_the_architecture():
 FROZEN_BAR = re.compile(r"\b\d{1,2}%\|")  # "  0%|          | 0/8": a bar below 100 % as text
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_committed_output_shows_a_progress_bar_frozen_below_100_percent(notebook):
     # A widget bar saves only the text it had when first shown; a reader on the web sees "0 %".
     # Notebooks use flglm_kit.widgets.progress (or print a closing line) instead.
@@ -78,3 +79,19 @@ def test_no_committed_output_shows_a_progress_bar_frozen_below_100_percent(noteb
         for out in cell.get("outputs", []):
             text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
             assert not FROZEN_BAR.search(text), f"cell {i} of {notebook.name} saved a progress bar at: {text[:80]!r}"
+
+
+SETUP = "# Setup: seed, device, versions, quick mode."
+
+
+def test_every_notebook_has_the_same_one_setup_cell_and_sets_no_threads():
+    # A learner copies the setup cell; thread settings belong to a timing (profiling.threads) or
+    # to the test command, not to a whole lesson.
+    setups = {}
+    for notebook in NOTEBOOKS:
+        code = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+        found = [src for src in code if src.startswith(SETUP)]
+        assert len(found) == 1, f"{notebook.name} has {len(found)} setup cells (cells starting {SETUP!r})"
+        setups[notebook.name] = found[0]
+        assert not any("set_num_threads" in src for src in code), f"{notebook.name} sets torch's threads"
+    assert len(set(setups.values())) == 1, f"the setup cells differ: {sorted(setups)}"

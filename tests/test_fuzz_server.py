@@ -23,7 +23,6 @@ trains, which is what makes the loss comparison exact. The inputs that first exp
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -43,6 +42,7 @@ from flglm_kit.client import ServerError, SplitClient
 from flglm_kit.crypto import ClientHandshake, FrameHeader, Identity, SecureChannel, open_plain, peek_header, plain_frame
 from flglm_kit.federation import Federation
 from flglm_kit.models import tiny_model
+from flglm_kit.profiling import threads
 from flglm_kit.server import SplitServer
 from flglm_kit.split import split_model
 from flglm_kit.transport import FrameRecord, InProcessTransport
@@ -78,17 +78,6 @@ def honest_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.randint(4, 9, (2,), generator=g)
     mask = (torch.arange(8)[None, :] < lengths[:, None]).long()  # (2, 8)
     return ids.masked_fill(mask == 0, 0), mask
-
-
-@contextlib.contextmanager
-def one_thread():
-    # Two threads on two cores shared with another job run ~5x slower than one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # -- the world ----------------------------------------------------------------------------
@@ -754,7 +743,7 @@ def test_server_survives_10000_hostile_frames_while_an_honest_client_trains():
     reference_model = copy.deepcopy(model)
 
     # Execute
-    with one_thread():
+    with threads(1):  # two threads on two cores shared with another job run ~5x slower than one
         world = honest_run_under_attack(model)
         assert not world.problems, world.problems[0]
         alone = build_world(reference_model, attacker=False)
