@@ -142,13 +142,20 @@ class Comparison:
                 gaps = [self.gap(a, other, m) if other in arms and other != a else None
                         for other in ("centralized", "local-only")]
                 rows.append(f"{m:8} {a:12} {self.arm(a, m).pct():>24}" + "".join(
-                    (f"{100 * g.estimate:+6.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]" if g else "").rjust(25)
-                    for g in gaps))
+                    _gap_text(g).rjust(25) for g in gaps))
         n = {r.n for r in self.runs}
         seeds = sorted({r.seed for r in self.runs})
         rows.append(f"accuracy on {'/'.join(map(str, sorted(n)))} pooled test examples; seeds {seeds}; "
                     "95 % t-intervals over seeds (gaps paired by seed)")
         return "\n".join(rows)
+
+
+def _gap_text(g: Interval | None) -> str:
+    if g is None:
+        return ""
+    if g.degenerate:
+        return f"{100 * g.estimate:+6.1f} [n = 1]"
+    return f"{100 * g.estimate:+6.1f} [{100 * g.low:+.1f}, {100 * g.high:+.1f}]"
 
 
 #: tokens per example: triage notes keep their symptoms and vital signs; CB fits whole.

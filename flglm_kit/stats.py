@@ -29,8 +29,20 @@ class Interval:
     def __str__(self) -> str:
         return f"{self.estimate:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
 
+    @property
+    def degenerate(self) -> bool:
+        """True for a mean of a single value: its "interval" is a point and says nothing."""
+        return self.n == 1 and self.low == self.high
+
     def pct(self) -> str:
-        """As percentages: ``'81.2 % [78.0, 84.4]'``."""
+        """As percentages: ``'81.2 % [78.0, 84.4]'``; a mean of one value says so instead of a point interval.
+
+        Example:
+            >>> mean_interval([0.8, 0.82, 0.78]).pct(), mean_interval([0.826]).pct()
+            ('80.0 % [75.0, 85.0]', '82.6 % [n = 1: no interval]')
+        """
+        if self.degenerate:
+            return f"{100 * self.estimate:.1f} % [n = 1: no interval]"
         return f"{100 * self.estimate:.1f} % [{100 * self.low:.1f}, {100 * self.high:.1f}]"
 
 

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--lr", type=float, help="one learning rate for every method (default: LR above)")
+    p.add_argument("--lora-whole", nargs="*", default=list(OPTIONS["lora"]["modules_to_save"]), metavar="MODULE",
+                   help="modules LoRA trains whole beside its adapters (default: embed_tokens; none: adapters only)")
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--local-steps", type=int, default=1)
     p.add_argument("--batch", type=int, default=4, help="per client and step (centralized: clients x batch)")
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summarize", action="store_true", help="only print the table of the runs in --out")
     args = p.parse_args(argv)
     budget = Budget(args.rounds, args.local_steps, args.batch)
+    options = {**OPTIONS, "lora": {"modules_to_save": tuple(args.lora_whole)}}
     if not args.summarize:
         torch.set_num_threads(args.threads)
         tokenizer, model = load_pretrained(device="cpu")
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:  # one seed at a time, written as it ends
             result = compare(setup, budget, methods=args.methods, seeds=[seed], model_fn=copy_model(model),
                              tokenizer=tokenizer, lr={m: args.lr or LR[m] for m in args.methods},
-                             method_options=OPTIONS, arms=args.arms, progress=print)
+                             method_options=options, arms=args.arms, progress=print)
             save_runs(result, args.task, args.out)
         print(f"{time.perf_counter() - start:.0f} s")
     print(load_comparison(args.out, args.task, budget).table())
