@@ -325,11 +325,19 @@ def compare(setup: Setup, budget: Budget, *, methods: Sequence[str], seeds: Sequ
     return result
 
 
-def save_runs(comparison: Comparison, task: str, path: str | Path) -> None:
-    """Append ``comparison``'s runs to the JSON-lines file ``path``, one line each (see :func:`load_comparison`)."""
+def save_runs(comparison: Comparison, task: str, path: str | Path, *,
+              options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Append ``comparison``'s runs to the JSON-lines file ``path``, one line each (see :func:`load_comparison`).
+
+    ``options``: the ``method_options`` the runs were made with; each line keeps its method's, so
+    that a file says which variant of a method it holds (LoRA with or without whole modules).
+    """
     with Path(path).open("a") as out:
         for run in comparison.runs:
-            out.write(json.dumps({"task": task, "budget": asdict(comparison.budget), **asdict(run)}) + "\n")
+            line = {"task": task, "budget": asdict(comparison.budget), **asdict(run)}
+            if options and run.method in options:
+                line["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options[run.method].items()}
+            out.write(json.dumps(line) + "\n")
 
 
 def load_comparison(path: str | Path, task: str, budget: Budget | None = None) -> Comparison:
@@ -346,7 +354,7 @@ def load_comparison(path: str | Path, task: str, budget: Budget | None = None) -
     lines = [r for r in lines if r["task"] == task]
     if budget is None and lines:
         budget = Budget(**lines[0]["budget"])
-    runs = [RunScore(**{k: v for k, v in r.items() if k not in ("task", "budget")})
+    runs = [RunScore(**{k: v for k, v in r.items() if k not in ("task", "budget", "options")})
             for r in lines if budget is not None and Budget(**r["budget"]) == budget]
     if not runs:
         raise KeyError(f"{path} holds no run of task {task!r} with budget {budget}")

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             result = compare(setup, budget, methods=args.methods, seeds=[seed], model_fn=copy_model(model),
                              tokenizer=tokenizer, lr={m: args.lr or LR[m] for m in args.methods},
                              method_options=options, arms=args.arms, progress=print)
-            save_runs(result, args.task, args.out)
+            save_runs(result, args.task, args.out, options=options)
         print(f"{time.perf_counter() - start:.0f} s")
     print(load_comparison(args.out, args.task, budget).table())
     return 0

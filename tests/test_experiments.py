@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -83,6 +84,16 @@ def test_runs_saved_as_json_lines_load_back_by_task_and_budget(tmp_path):
         load_comparison(path, "triage")
     with pytest.raises(FileNotFoundError, match="federated_comparison.py"):
         load_comparison(tmp_path / "none.jsonl", "cb")
+
+
+def test_a_saved_run_keeps_the_options_of_its_method(tmp_path):
+    runs = [RunScore("centralized", m, 0, 0.5, 50, 1.0, None, 64) for m in ("lora", "full")]
+    path = tmp_path / "runs.jsonl"
+    options = {"lora": {"modules_to_save": ("embed_tokens",)}}
+    save_runs(Comparison("cb", Budget(2, 1, 4), runs), "cb", path, options=options)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["options"] == {"modules_to_save": ["embed_tokens"]} and "options" not in lines[1]
+    assert load_comparison(path, "cb").runs == runs
 
 
 def test_the_centralized_arm_steps_on_the_union_of_the_clients_batches():
