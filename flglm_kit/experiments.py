@@ -134,14 +134,13 @@ class Comparison:
     def table(self) -> str:
         """One row per method and arm: accuracy in % with its interval, and its gaps to centralized and local-only."""
         arms = [a for a in ARMS if any(r.arm == a for r in self.runs)]
-        rows = [f"{'method':8} {'arm':12} {'accuracy (%)':>24} {'- centralized (pts)':>24} {'- local-only (pts)':>24}"]
+        rows = [f"{'method':8} {'arm':12} {'accuracy (%)':>28} {'- centralized (pts)':>24} {'- local-only (pts)':>24}"]
         for m in self.methods:
-            for a in arms:
-                if not any(r.arm == a and r.method == m for r in self.runs):
-                    continue
-                gaps = [self.gap(a, other, m) if other in arms and other != a else None
+            mine = [a for a in arms if any(r.arm == a and r.method == m for r in self.runs)]
+            for a in mine:
+                gaps = [self.gap(a, other, m) if other in mine and other != a else None
                         for other in ("centralized", "local-only")]
-                rows.append(f"{m:8} {a:12} {self.arm(a, m).pct():>24}" + "".join(
+                rows.append(f"{m:8} {a:12} {self.arm(a, m).pct():>28}" + "".join(
                     _gap_text(g).rjust(25) for g in gaps))
         n = {r.n for r in self.runs}
         seeds = sorted({r.seed for r in self.runs})

@@ -41,6 +41,8 @@ def test_each_arm_trains_on_its_share_and_is_scored_on_the_pooled_test_set():
     assert [r.samples for r in result.runs] == [4 * 8] * 5  # the same budget: 4 steps of 2 clients x 4
     assert "centralized" in result.table() and "seeds [0]" in result.table()
     assert "[n = 1: no interval]" in result.table()  # one seed: no point interval that looks like certainty
+    lora = RunScore("centralized", "lora", 0, 0.5, 6, 1.0, None, 32)   # a method run in one arm only
+    assert "lora" in Comparison("toy", budget, result.runs + [lora]).table()
     with pytest.raises(ValueError, match="one local step"):
         run_arm("fedadam", setup, Budget(1, 2, 4), method="full", seed=0, model_fn=copy_model(model), tokenizer=tok,
                 lr=1e-2)
