@@ -335,7 +335,7 @@ def save_runs(comparison: Comparison, task: str, path: str | Path, *,
         for run in comparison.runs:
             line = {"task": task, "budget": asdict(comparison.budget), **asdict(run)}
             if options and run.method in options:
-                line["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in options[run.method].items()}
+                line["options"] = dict(options[run.method])   # json writes its tuples as lists
             out.write(json.dumps(line) + "\n")
 
 
