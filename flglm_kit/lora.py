@@ -33,7 +33,7 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from flglm_kit.split import SplitModel
+from flglm_kit.split import SplitModel, module_names, name_matches, whole_module_parameters
 
 __all__ = ["LORA_TARGETS", "LoraSpec", "ParamCount", "lora_targets", "is_adapter", "adapter_state",
            "load_adapter_state", "trainable_summary"]
@@ -104,11 +104,6 @@ def is_adapter(name: str) -> bool:
     return _ADAPTER_MARK in name
 
 
-def _matches(name: str, target: str) -> bool:
-    """peft's rule for a string in ``target_modules``: the whole name or its last dotted components."""
-    return name == target or name.endswith("." + target)
-
-
 def _blocks(part: nn.Module) -> nn.Module:
     """The part's decoder blocks (``part.layers``), where LoRA goes."""
     layers = getattr(part, "layers", None)
@@ -124,7 +119,7 @@ def _check_targets(parts: Mapping[str, nn.Module], targets: tuple[str, ...]) -> 
         if any(is_adapter(n) for n, _ in part.named_parameters()):
             raise ValueError(f"the {part_name} already has LoRA adapters; apply a LoraSpec to a split once")
         blocks = _blocks(part)
-        hits = [(n, m) for n, m in blocks.named_modules() if any(_matches(n, t) for t in targets)]
+        hits = [(n, m) for n, m in blocks.named_modules() if any(name_matches(n, t) for t in targets)]
         wrong = [f"{n} ({type(m).__name__})" for n, m in hits if not isinstance(m, nn.Linear)]
         if wrong:
             raise ValueError(f"LoRA targets {list(targets)} match modules that are not linear layers in the "
@@ -134,7 +129,7 @@ def _check_targets(parts: Mapping[str, nn.Module], targets: tuple[str, ...]) -> 
                 f"none of the LoRA targets {list(targets)} is a layer of the {part_name}'s blocks (blocks "
                 f"{getattr(part, 'layer_indices', '?')}); leave it out of parts= or name its layers, e.g. "
                 f"{_linear_names(blocks)[:6]}")
-        found.update(t for t in targets if any(_matches(n, t) for n, _ in hits))
+        found.update(t for t in targets if any(name_matches(n, t) for n, _ in hits))
     missing = [t for t in targets if t not in found]
     if missing:
         names = sorted({n for part in parts.values() for n in _linear_names(_blocks(part))})
@@ -211,10 +206,7 @@ class LoraSpec:
                                                                            for t in self.targets):
                 raise ValueError(f"targets must be a non-empty tuple of module names, not {self.targets!r}")
             object.__setattr__(self, "targets", tuple(self.targets))
-        if isinstance(self.modules_to_save, str) or not all(isinstance(m, str) and m for m in self.modules_to_save):
-            raise ValueError(f"modules_to_save must be a tuple of module names, e.g. ('embed_tokens',), "
-                             f"not {self.modules_to_save!r}")
-        object.__setattr__(self, "modules_to_save", tuple(self.modules_to_save))
+        object.__setattr__(self, "modules_to_save", module_names(self.modules_to_save))
 
     def targets_for(self, model_type: str) -> tuple[str, ...]:
         """The layers this spec adapts in a model of ``model_type``: ``targets``, or the family's default.
@@ -260,7 +252,7 @@ class LoraSpec:
         targets = self.targets_for(model_type)
         chosen = {name: getattr(split, name) for name in self.parts}
         _check_targets(chosen, targets)
-        saved = self._saved_parameters(split)
+        saved = whole_module_parameters(split, self.modules_to_save)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             for part in chosen.values():
@@ -273,19 +265,6 @@ class LoraSpec:
         for p in saved:
             p.requires_grad_(True)
         return split
-
-    def _saved_parameters(self, split: SplitModel) -> list[nn.Parameter]:
-        """The parameters of :attr:`modules_to_save` in every part; ``ValueError`` for a name that matches nothing."""
-        out: list[nn.Parameter] = []
-        for target in self.modules_to_save:
-            hits = [m for part in _PARTS for n, m in getattr(split, part).named_modules() if n and _matches(n, target)]
-            if not hits:
-                names = sorted({n.rsplit(".", 1)[-1] for part in _PARTS
-                                for n, m in getattr(split, part).named_modules() if n and not list(m.children())})
-                raise ValueError(f"modules_to_save names {target!r}, which is no module of the split; its leaf "
-                                 f"modules are named {names[:12]}")
-            out += [p for m in hits for p in m.parameters()]
-        return out
 
 
 def adapter_state(part: nn.Module) -> dict[str, torch.Tensor]:

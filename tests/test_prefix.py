@@ -119,3 +119,27 @@ def test_the_server_refuses_a_prefix_length_it_does_not_have() -> None:
         client.train_step(ids, mask)
     PrefixSpec(length=2).apply_part(parties.server.trunk)
     assert client.forward(ids, mask).shape == (3, 8, 512)  # the tail has no prefix here: it still runs
+
+
+def test_modules_to_save_train_whole_beside_the_prefixes_stay_on_the_client_and_are_averaged() -> None:
+    spec = PrefixSpec(length=P, modules_to_save=("embed_tokens",))
+    split = spec.apply(split_model(tiny_model("glm")))
+    trainable = {n for n, p in split.named_parameters() if p.requires_grad}
+    assert trainable == {"head.embed_tokens.weight", "head.prefix", "trunk.prefix", "tail.prefix"}
+    with pytest.raises(ValueError, match="modules_to_save names 'embedding'.*embed_tokens"):
+        PrefixSpec(length=P, modules_to_save=("embedding",)).apply(untouched := split_model(tiny_model("glm")))
+    assert all(p.requires_grad for p in untouched.parameters())  # refused before anything changed
+    with pytest.raises(ValueError, match="modules_to_save must be"):
+        PrefixSpec(length=P, modules_to_save="embed_tokens")
+    # Two clients, server averaging: the embeddings move, end equal on both, and never cross the wire.
+    fed = Federation(split_model(tiny_model("glm")), ["a", "b"], peft=spec, optimizer=adamw, aggregate="server",
+                     record_server_view=True)
+    before = fed.clients["a"].head.embed_tokens.weight.detach().clone()
+    trunk_before = {n: p.detach().clone() for n, p in fed.server.trunk.named_parameters()}
+    ids, mask, labels = _batch("right")
+    fed.train_round({"a": [(ids, mask, labels)], "b": [(ids.flip(0), mask.flip(0), labels.flip(0))]}, local_steps=1)
+    a, b = (fed.clients[c].head.embed_tokens.weight for c in ("a", "b"))
+    assert not torch.equal(a, before) and torch.equal(a, b)
+    assert [n for n, p in fed.server.trunk.named_parameters() if not torch.equal(p, trunk_before[n])] == ["prefix"]
+    activations = [m for m in fed.seen if m.kind != "client_update"]  # updates: the server aggregates
+    assert activations and all("embed" not in name for m in activations for name in m.tensors)
