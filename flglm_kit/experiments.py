@@ -73,13 +73,15 @@ class Budget:
 
 @dataclass
 class Setup:
-    """A task split across clients: each client's training shard and the pooled test set."""
+    """A task split across clients: each client's training shard, the pooled test set, and an
+    optional pooled validation set (for choosing a learning rate without looking at the test set)."""
 
     task: str  # for :func:`flglm_kit.data.classification_choices`
     shards: dict[str, list[Example]]
     test: list[Example]
     max_len: int = 128
     name: str = ""
+    validation: list[Example] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class RunScore:
     seconds: float
     site: str | None = None  # local-only: which site trained it
     samples: int = 0  # training examples it saw (federated: all clients together)
+    lr: float | None = None  # its learning rate (None: not recorded, in rows written before it was)
+    validation: float | None = None  # accuracy on the setup's validation set (None: it had none)
 
 
 @dataclass
@@ -119,6 +123,27 @@ class Comparison:
         a, b = self._by_seed(arm_a, method), self._by_seed(arm_b, method)
         seeds = sorted(set(a) & set(b))
         return mean_interval([a[s] - b[s] for s in seeds])
+
+    def validation_by_lr(self, arm: str, method: str) -> dict[float, float]:
+        """Mean validation accuracy (over seeds; local-only: over sites too) of each learning rate tried.
+
+        Choose the learning rate of an arm with it, then report that arm's *test* accuracy: the
+        choice never sees the test set.
+
+        Raises:
+            KeyError: no run of that arm and method has both a learning rate and a validation score.
+        """
+        scores: dict[float, list[float]] = {}
+        for r in self.runs:
+            if r.arm == arm and r.method == method and r.lr is not None and r.validation is not None:
+                scores.setdefault(r.lr, []).append(r.validation)
+        if not scores:
+            raise KeyError(f"no run of arm {arm!r} with method {method!r} has a learning rate and a validation score")
+        return {lr: sum(v) / len(v) for lr, v in sorted(scores.items())}
+
+    def at_lr(self, lrs: Mapping[str, float]) -> Comparison:
+        """The runs of each arm in ``lrs`` at that arm's learning rate (e.g. the one validation chose)."""
+        return Comparison(self.setup_name, self.budget, [r for r in self.runs if r.arm in lrs and r.lr == lrs[r.arm]])
 
     def _by_seed(self, arm: str, method: str) -> dict[int, float]:
         out: dict[int, list[float]] = {}
@@ -162,26 +187,34 @@ MAX_LEN = {"triage": 160, "cb": 128}
 
 
 def task_setup(task: str, *, eval_size: int = 300, num_clients: int = 4, alpha: float = 0.3,
-               seed: int = 0) -> Setup:
+               seed: int = 0, validation_size: int = 0) -> Setup:
     """The comparison's non-IID tasks, split across clients.
 
     ``"triage"``: clinic triage, one client per hospital site (each site its own case mix).
     ``"cb"``: CommitmentBank (SuperGLUE schema, three labels), split over ``num_clients`` by a
     Dirichlet(``alpha``) draw over labels (each client at least 32 examples). The test set is the
-    first ``eval_size`` examples of the task's test split, pooled over every site.
+    first ``eval_size`` examples of the task's test split, pooled over every site; the validation
+    set the first ``validation_size`` of its validation split (none by default), disjoint from both.
     """
     if task == "triage":
-        train, test = load_clinic_notes("train", task="triage"), load_clinic_notes("test", task="triage")
-        parts = site_partition([ex.meta["site"] for ex in train])
-        names = sorted({str(ex.meta["site"]) for ex in train})
+        def load(split: str) -> list[Example]:
+            return load_clinic_notes(split, task="triage")
     elif task == "cb":
-        train, test = load_superglue("cb", "train"), load_superglue("cb", "test")
-        parts = dirichlet_partition([ex.answer for ex in train], num_clients, alpha=alpha, seed=seed, min_size=32)
-        names = [f"client-{k}" for k in range(num_clients)]
+        def load(split: str) -> list[Example]:
+            return load_superglue("cb", split)
     else:
         raise ValueError(f"task must be 'triage' or 'cb', not {task!r}")
+    train = load("train")
+    if task == "triage":
+        parts = site_partition([ex.meta["site"] for ex in train])
+        names = sorted({str(ex.meta["site"]) for ex in train})
+    else:
+        parts = dirichlet_partition([ex.answer for ex in train], num_clients, alpha=alpha, seed=seed, min_size=32)
+        names = [f"client-{k}" for k in range(num_clients)]
     shards = {n: [train[i] for i in part] for n, part in zip(names, parts)}
-    return Setup(task, shards, list(test[:eval_size]), max_len=MAX_LEN[task], name=task)
+    validation = load("validation")[:validation_size] if validation_size > 0 else []
+    return Setup(task, shards, list(load("test")[:eval_size]), max_len=MAX_LEN[task], name=task,
+                 validation=list(validation))
 
 
 def peft_method(name: str, **options: Any) -> PeftMethod | None:
@@ -255,8 +288,14 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
     torch.manual_seed(seed)
     clients = sorted(setup.shards)
 
-    def score(model: torch.nn.Module) -> float:
-        return evaluate_choices(model, tokenizer, setup.test, setup.task, max_len=setup.max_len)
+    def scored(model: torch.nn.Module, start: float, site: str | None, samples: int) -> RunScore:
+        """The run's score on the test set (and on the validation set, when the setup has one); its
+        seconds count training and scoring since ``start``."""
+        test, validation = (evaluate_choices(model, tokenizer, examples, setup.task, max_len=setup.max_len)
+                            if examples else None for examples in (setup.test, setup.validation))
+        assert test is not None
+        return RunScore(arm, method, seed, test, len(setup.test), time.perf_counter() - start, site, samples, lr,
+                        validation)
 
     start = time.perf_counter()
     pooled_batch = budget.batch * len(clients)
@@ -267,15 +306,14 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
         pad = special_ids(tokenizer).pad
         seen = _train_alone(split, (_union([next(s) for s in per_client], pad) for _ in itertools.count()),
                             budget.steps, lr)
-        return [RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, None, seen)]
+        return [scored(split, start, None, seen)]
     if arm == "local-only":
         out = []
         for i, site in enumerate(clients):
             split = _split(model_fn, method, options)
             seen = _train_alone(split, _stream(setup.shards[site], tokenizer, batch=pooled_batch,
                                                max_len=setup.max_len, seed=seed * 1000 + i), budget.steps, lr)
-            out.append(RunScore(arm, method, seed, score(split), len(setup.test), time.perf_counter() - start, site,
-                                seen))
+            out.append(scored(split, start, site, seen))
             start = time.perf_counter()
         return out
     if arm in ("federated", "fedadam"):
@@ -302,7 +340,7 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
         first = fed.clients[clients[0]]
         assert first.tail is not None
         whole = SplitModel(first.head, fed.server.trunk, first.tail, tail_on_server=False).eval()
-        result = RunScore(arm, method, seed, score(whole), len(setup.test), time.perf_counter() - start, None, seen)
+        result = scored(whole, start, None, seen)
         fed.close()
         return [result]
     raise ValueError(f"arm must be one of {ARMS}, not {arm!r}")

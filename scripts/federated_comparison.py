@@ -7,11 +7,20 @@ Each arm starts from the shipped tiny GLM and trains on the same budget (see
 against 200 centralized steps of 16 (4 clients); each run appends one JSON line to ``--out``. Run seeds in parallel
 processes (one thread each) and ``--summarize`` the files together for the table with 95 %
 intervals over seeds.
+
+To choose a learning rate without looking at the test set, sweep it and score a validation set
+too (every line records its lr and validation accuracy), e.g.
+
+    python scripts/federated_comparison.py --task triage --methods lora --arms centralized federated \
+        --seeds 0 --lr 1e-3 2e-3 4e-3 --validation-size 500 --eval-size 500 --out sweep.jsonl
+
+``--summarize`` then also prints each arm's mean validation accuracy per learning rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -22,9 +31,11 @@ from flglm_kit.experiments import ARMS, Budget, compare, copy_model, load_compar
 from flglm_kit.pretrained import load_pretrained
 
 LR = {"full": 1e-3, "lora": 1e-3, "prefix": 1e-2}
-# LoRA (r = 8 on every block's linear layers) trains the token embeddings whole beside it: without
-# them it does not learn triage on this tiny model (flglm_kit.lora.LoraSpec.modules_to_save says why).
-OPTIONS = {"prefix": {"length": 8}, "lora": {"modules_to_save": ("embed_tokens",)}}
+# LoRA (r = 8 on every block's linear layers) and P-tuning v2 (8 prefix positions) train the token
+# embeddings whole beside their adapters or prefixes: without them neither learns triage on this tiny
+# model (flglm_kit.lora.LoraSpec.modules_to_save says why).
+OPTIONS = {"prefix": {"length": 8, "modules_to_save": ("embed_tokens",)},
+           "lora": {"modules_to_save": ("embed_tokens",)}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,31 +44,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["full"], choices=sorted(LR))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    p.add_argument("--lr", type=float, help="one learning rate for every method (default: LR above)")
+    p.add_argument("--lr", type=float, nargs="+", help="learning rates to run, each for every method "
+                   "(default: LR above)")
     p.add_argument("--lora-whole", nargs="*", default=list(OPTIONS["lora"]["modules_to_save"]), metavar="MODULE",
                    help="modules LoRA trains whole beside its adapters (default: embed_tokens; none: adapters only)")
+    p.add_argument("--prefix-whole", nargs="*", default=list(OPTIONS["prefix"]["modules_to_save"]),
+                   metavar="MODULE", help="modules P-tuning trains whole beside its prefixes (default: embed_tokens; "
+                   "none: prefixes only)")
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--local-steps", type=int, default=1)
     p.add_argument("--batch", type=int, default=4, help="per client and step (centralized: clients x batch)")
     p.add_argument("--eval-size", type=int, default=300)
+    p.add_argument("--validation-size", type=int, default=0,
+                   help="also score this many examples of the task's validation split (for choosing a learning rate)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--summarize", action="store_true", help="only print the table of the runs in --out")
     args = p.parse_args(argv)
     budget = Budget(args.rounds, args.local_steps, args.batch)
-    options = {**OPTIONS, "lora": {"modules_to_save": tuple(args.lora_whole)}}
+    options = {"lora": {**OPTIONS["lora"], "modules_to_save": tuple(args.lora_whole)},
+               "prefix": {**OPTIONS["prefix"], "modules_to_save": tuple(args.prefix_whole)}}
     if not args.summarize:
         torch.set_num_threads(args.threads)
         tokenizer, model = load_pretrained(device="cpu")
-        setup = task_setup(args.task, eval_size=args.eval_size)
+        setup = task_setup(args.task, eval_size=args.eval_size, validation_size=args.validation_size)
         start = time.perf_counter()
-        for seed in args.seeds:  # one seed at a time, written as it ends
+        for lr, seed in itertools.product(args.lr or [None], args.seeds):  # one run at a time, written as it ends
             result = compare(setup, budget, methods=args.methods, seeds=[seed], model_fn=copy_model(model),
-                             tokenizer=tokenizer, lr={m: args.lr or LR[m] for m in args.methods},
+                             tokenizer=tokenizer, lr={m: lr or LR[m] for m in args.methods},
                              method_options=options, arms=args.arms, progress=print)
             save_runs(result, args.task, args.out, options=options)
         print(f"{time.perf_counter() - start:.0f} s")
-    print(load_comparison(args.out, args.task, budget).table())
+    comparison = load_comparison(args.out, args.task, budget)
+    print(comparison.table())
+    for method, arm in itertools.product(comparison.methods, ARMS):
+        try:
+            by_lr = comparison.validation_by_lr(arm, method)
+        except KeyError:
+            continue
+        chosen = ", ".join(f"{lr:g}: {100 * v:.1f} %" for lr, v in by_lr.items())
+        print(f"{method} {arm}: validation accuracy by lr {chosen}")
     return 0
 
 

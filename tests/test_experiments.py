@@ -107,3 +107,30 @@ def test_the_centralized_arm_steps_on_the_union_of_the_clients_batches():
     assert u["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0], [9, 9, 0]]
     assert u["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
     assert u["labels"].tolist() == [[-100, 6, 7], [8, -100, -100], [9, 9, -100]]
+
+
+def test_a_learning_rate_is_chosen_on_validation_scores_never_on_test_scores(tmp_path):
+    setup, tok = _toy_setup()
+    setup.validation = setup.test[:4]
+    model = tiny_model("glm", vocab_size=32, seed=0)
+    runs = [r for lr in (1e-2, 1e-4) for r in run_arm("centralized", setup, Budget(2, 1, 4), method="full", seed=0,
+                                                        model_fn=copy_model(model), tokenizer=tok, lr=lr)]
+    assert [r.lr for r in runs] == [1e-2, 1e-4] and all(r.validation is not None for r in runs)
+    # Validation prefers 4e-3 although 1e-3 scores better on test: the choice follows validation.
+    made = [RunScore("federated", "lora", s, test, 50, 1.0, None, 64, lr, val)
+            for s in (0, 1) for lr, val, test in ((1e-3, 0.6, 0.9), (4e-3, 0.8 + s / 100, 0.5))]
+    comparison = Comparison("x", Budget(2, 1, 4), made)
+    by_lr = comparison.validation_by_lr("federated", "lora")
+    assert by_lr == pytest.approx({1e-3: 0.6, 4e-3: 0.805}) and max(by_lr, key=by_lr.get) == 4e-3
+    chosen = comparison.at_lr({"federated": 4e-3})
+    assert chosen.arm("federated", "lora").estimate == pytest.approx(0.5) and len(chosen.runs) == 2
+    with pytest.raises(KeyError, match="validation score"):
+        comparison.validation_by_lr("centralized", "lora")
+    # Rows written before runs kept an lr load as lr None, and take no part in the choice.
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps({"task": "x", "budget": {"rounds": 2, "local_steps": 1, "batch": 4}, "arm": "federated",
+                                "method": "lora", "seed": 0, "accuracy": 0.7, "n": 50, "seconds": 1.0}) + "\n")
+    save_runs(comparison, "x", path)
+    loaded = load_comparison(path, "x")
+    assert loaded.runs[0].lr is None and loaded.runs[1:] == made
+    assert loaded.validation_by_lr("federated", "lora") == by_lr
