@@ -119,9 +119,16 @@ class Comparison:
         return mean_interval([sum(v) / len(v) for _, v in sorted(per_seed.items())])
 
     def gap(self, arm_a: str, arm_b: str, method: str) -> Interval:
-        """``arm_a - arm_b``, paired by seed, with its 95 % t-interval."""
+        """``arm_a - arm_b``, paired by seed, with its 95 % t-interval.
+
+        Raises:
+            KeyError: the two arms share no seed for ``method`` (there is nothing to pair).
+        """
         a, b = self._by_seed(arm_a, method), self._by_seed(arm_b, method)
         seeds = sorted(set(a) & set(b))
+        if not seeds:
+            raise KeyError(f"arms {arm_a!r} (seeds {sorted(a)}) and {arm_b!r} (seeds {sorted(b)}) share no seed "
+                           f"with method {method!r}: a paired gap needs runs of both on the same seed")
         return mean_interval([a[s] - b[s] for s in seeds])
 
     def validation_by_lr(self, arm: str, method: str) -> dict[float, float]:
@@ -145,6 +152,9 @@ class Comparison:
         """The runs of each arm in ``lrs`` at that arm's learning rate (e.g. the one validation chose)."""
         return Comparison(self.setup_name, self.budget, [r for r in self.runs if r.arm in lrs and r.lr == lrs[r.arm]])
 
+    def _paired(self, arm_a: str, arm_b: str, method: str) -> bool:
+        return bool(set(self._by_seed(arm_a, method)) & set(self._by_seed(arm_b, method)))
+
     def _by_seed(self, arm: str, method: str) -> dict[int, float]:
         out: dict[int, list[float]] = {}
         for r in self.runs:
@@ -163,7 +173,7 @@ class Comparison:
         for m in self.methods:
             mine = [a for a in arms if any(r.arm == a and r.method == m for r in self.runs)]
             for a in mine:
-                gaps = [self.gap(a, other, m) if other in mine and other != a else None
+                gaps = [self.gap(a, other, m) if other in mine and other != a and self._paired(a, other, m) else None
                         for other in ("centralized", "local-only")]
                 rows.append(f"{m:8} {a:12} {self.arm(a, m).pct():>28}" + "".join(
                     _gap_text(g).rjust(25) for g in gaps))

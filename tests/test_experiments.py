@@ -43,6 +43,11 @@ def test_each_arm_trains_on_its_share_and_is_scored_on_the_pooled_test_set():
     assert "[n = 1: no interval]" in result.table()  # one seed: no point interval that looks like certainty
     lora = RunScore("centralized", "lora", 0, 0.5, 6, 1.0, None, 32)   # a method run in one arm only
     assert "lora" in Comparison("toy", budget, result.runs + [lora]).table()
+    unpaired = Comparison("toy", budget, [r for r in result.runs if r.arm != "centralized"]
+                          + [RunScore("centralized", "full", 7, 0.5, 6, 1.0, None, 32)])   # no seed in common
+    assert "centralized" in unpaired.table()
+    with pytest.raises(KeyError, match="share no seed"):
+        unpaired.gap("federated", "centralized", "full")
     with pytest.raises(ValueError, match="one local step"):
         run_arm("fedadam", setup, Budget(1, 2, 4), method="full", seed=0, model_fn=copy_model(model), tokenizer=tok,
                 lr=1e-2)
