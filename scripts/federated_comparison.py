@@ -11,7 +11,7 @@ intervals over seeds.
 To choose a learning rate without looking at the test set, sweep it and score a validation set
 too (every line records its lr and validation accuracy), e.g.
 
-    python scripts/federated_comparison.py --task triage --methods lora --arms centralized federated \
+    python scripts/federated_comparison.py --task triage --methods lora --arms centralized federated \\
         --seeds 0 --lr 1e-3 2e-3 4e-3 --validation-size 500 --eval-size 500 --out sweep.jsonl
 
 ``--summarize`` then also prints each arm's mean validation accuracy per learning rate.
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             by_lr = comparison.validation_by_lr(arm, method)
         except KeyError:
             continue
-        chosen = ", ".join(f"{lr:g}: {100 * v:.1f} %" for lr, v in by_lr.items())
-        print(f"{method} {arm}: validation accuracy by lr {chosen}")
+        listing = ", ".join(f"{lr:g}: {100 * v:.1f} %" for lr, v in by_lr.items())
+        print(f"{method} {arm}: validation accuracy by lr (mean over the seeds run at it) {listing}")
     return 0
 
 
