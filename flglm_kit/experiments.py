@@ -27,6 +27,7 @@ Introduced in notebook 06.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import random
@@ -206,21 +207,19 @@ def task_setup(task: str, *, eval_size: int = 300, num_clients: int = 4, alpha: 
     first ``eval_size`` examples of the task's test split, pooled over every site; the validation
     set the first ``validation_size`` of its validation split (none by default), disjoint from both.
     """
+    load: Callable[[str], list[Example]]
     if task == "triage":
-        def load(split: str) -> list[Example]:
-            return load_clinic_notes(split, task="triage")
-    elif task == "cb":
-        def load(split: str) -> list[Example]:
-            return load_superglue("cb", split)
-    else:
-        raise ValueError(f"task must be 'triage' or 'cb', not {task!r}")
-    train = load("train")
-    if task == "triage":
+        load = functools.partial(load_clinic_notes, task="triage")
+        train = load("train")
         parts = site_partition([ex.meta["site"] for ex in train])
         names = sorted({str(ex.meta["site"]) for ex in train})
-    else:
+    elif task == "cb":
+        load = functools.partial(load_superglue, "cb")
+        train = load("train")
         parts = dirichlet_partition([ex.answer for ex in train], num_clients, alpha=alpha, seed=seed, min_size=32)
         names = [f"client-{k}" for k in range(num_clients)]
+    else:
+        raise ValueError(f"task must be 'triage' or 'cb', not {task!r}")
     shards = {n: [train[i] for i in part] for n, part in zip(names, parts)}
     validation = load("validation")[:validation_size] if validation_size > 0 else []
     return Setup(task, shards, list(load("test")[:eval_size]), max_len=MAX_LEN[task], name=task,
@@ -301,9 +300,9 @@ def run_arm(arm: str, setup: Setup, budget: Budget, *, method: str, seed: int,
     def scored(model: torch.nn.Module, start: float, site: str | None, samples: int) -> RunScore:
         """The run's score on the test set (and on the validation set, when the setup has one); its
         seconds count training and scoring since ``start``."""
-        test, validation = (evaluate_choices(model, tokenizer, examples, setup.task, max_len=setup.max_len)
-                            if examples else None for examples in (setup.test, setup.validation))
-        assert test is not None
+        test = evaluate_choices(model, tokenizer, setup.test, setup.task, max_len=setup.max_len)
+        validation = (evaluate_choices(model, tokenizer, setup.validation, setup.task, max_len=setup.max_len)
+                      if setup.validation else None)
         return RunScore(arm, method, seed, test, len(setup.test), time.perf_counter() - start, site, samples, lr,
                         validation)
 
