@@ -386,12 +386,18 @@ def save_runs(comparison: Comparison, task: str, path: str | Path, *,
             out.write(json.dumps(line) + "\n")
 
 
-def load_comparison(path: str | Path, task: str, budget: Budget | None = None) -> Comparison:
+def load_comparison(path: str | Path, task: str, budget: Budget | None = None, *,
+                    options: Mapping[str, Mapping[str, Any]] | None = None) -> Comparison:
     """The runs of ``task`` (and ``budget``: default, the file's first) in a file :func:`save_runs` wrote.
+
+    ``options``: for a method whose runs in the file were made with more than one set of options
+    (LoRA with and without whole modules, say), the set to load, as ``save_runs`` was given it.
+    Runs of different variants never merge into one arm.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the text says how to make it).
-        KeyError: the file holds no run of ``task`` with that budget.
+        KeyError: the file holds no run of ``task`` with that budget (and those options).
+        ValueError: a method's runs hold more than one set of options and ``options`` names none.
     """
     path = Path(path)
     if not path.is_file():
@@ -400,10 +406,22 @@ def load_comparison(path: str | Path, task: str, budget: Budget | None = None) -
     lines = [r for r in lines if r["task"] == task]
     if budget is None and lines:
         budget = Budget(**lines[0]["budget"])
-    runs = [RunScore(**{k: v for k, v in r.items() if k not in ("task", "budget", "options")})
-            for r in lines if budget is not None and Budget(**r["budget"]) == budget]
+    lines = [r for r in lines if budget is not None and Budget(**r["budget"]) == budget]
+    wanted = {m: json.loads(json.dumps(dict(o))) for m, o in (options or {}).items()}   # tuples as json lists
+    lines = [r for r in lines if r["method"] not in wanted or r.get("options", {}) == wanted[r["method"]]]
+    variants: dict[str, list[Any]] = {}
+    for r in lines:
+        seen = variants.setdefault(r["method"], [])
+        if r.get("options", {}) not in seen:
+            seen.append(r.get("options", {}))
+    for method, seen in variants.items():
+        if len(seen) > 1:
+            raise ValueError(f"{path} holds runs of {method!r} on {task!r} with {len(seen)} sets of options "
+                             f"({'; '.join(map(json.dumps, seen))}); pick one with options={{{method!r}: {{...}}}}")
+    runs = [RunScore(**{k: v for k, v in r.items() if k not in ("task", "budget", "options")}) for r in lines]
     if not runs:
-        raise KeyError(f"{path} holds no run of task {task!r} with budget {budget}")
+        raise KeyError(f"{path} holds no run of task {task!r} with budget {budget}"
+                       + (f" and options {wanted}" if wanted else ""))
     assert budget is not None
     return Comparison(task, budget, runs)
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                              method_options=options, arms=args.arms, progress=print)
             save_runs(result, args.task, args.out, options=options)
         print(f"{time.perf_counter() - start:.0f} s")
-    comparison = load_comparison(args.out, args.task, budget)
+    comparison = load_comparison(args.out, args.task, budget, options=options)   # the variant asked for
     print(comparison.table())
     for method, arm in itertools.product(comparison.methods, ARMS):
         try:

@@ -139,3 +139,19 @@ def test_a_learning_rate_is_chosen_on_validation_scores_never_on_test_scores(tmp
     loaded = load_comparison(path, "x")
     assert loaded.runs[0].lr is None and loaded.runs[1:] == made
     assert loaded.validation_by_lr("federated", "lora") == by_lr
+
+
+def test_runs_of_two_variants_of_a_method_never_merge_into_one_arm(tmp_path):
+    frozen = [RunScore("centralized", "lora", s, 0.3, 50, 1.0, None, 64) for s in (0, 1)]
+    trained = [RunScore("centralized", "lora", s, 0.9, 50, 1.0, None, 64) for s in (0, 1)]
+    path = tmp_path / "runs.jsonl"
+    save_runs(Comparison("cb", Budget(2, 1, 4), frozen), "cb", path, options={"lora": {"modules_to_save": ()}})
+    save_runs(Comparison("cb", Budget(2, 1, 4), trained), "cb", path,
+              options={"lora": {"modules_to_save": ("embed_tokens",)}})
+    with pytest.raises(ValueError, match="2 sets of options.*options="):
+        load_comparison(path, "cb")
+    picked = load_comparison(path, "cb", options={"lora": {"modules_to_save": ("embed_tokens",)}})
+    assert picked.runs == trained
+    assert load_comparison(path, "cb", options={"lora": {"modules_to_save": []}}).runs == frozen
+    with pytest.raises(KeyError, match="options"):
+        load_comparison(path, "cb", options={"lora": {"r": 16}})
