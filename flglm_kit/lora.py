@@ -33,7 +33,8 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from flglm_kit.split import SplitModel, module_names, name_matches, whole_module_parameters
+from flglm_kit.peft_common import module_names, name_matches, whole_module_parameters
+from flglm_kit.split import SplitModel
 
 __all__ = ["LORA_TARGETS", "LoraSpec", "ParamCount", "lora_targets", "is_adapter", "adapter_state",
            "load_adapter_state", "trainable_summary"]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from flglm_kit.split import SplitModel, _Part, module_names, whole_module_parameters
+from flglm_kit.peft_common import module_names, whole_module_parameters
+from flglm_kit.split import SplitModel, _Part
 
 __all__ = ["PrefixSpec", "prefix_parameters", "to_peft_prefix"]
 

@@ -43,8 +43,7 @@ from flglm_kit.families import Family, check_config, family_of
 from flglm_kit.losses import next_token_loss
 
 __all__ = ["Spans", "InputBlock", "Trunk", "OutputBlock", "SplitModel", "SplitOutput", "split_model",
-           "split_fingerprint", "PartCache",
-           "name_matches", "module_names", "whole_module_parameters"]
+           "split_fingerprint", "PartCache"]
 
 _REQUIRED = ("model.embed_tokens", "model.layers", "model.norm", "model.rotary_emb", "lm_head")
 
@@ -554,43 +553,6 @@ class SplitModel(nn.Module):
 
 #: config keys that say how a model was saved or run, not what it computes.
 _VOLATILE = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
-
-
-def name_matches(name: str, target: str) -> bool:
-    """peft's rule for a string in ``target_modules``: the whole name or its last dotted components.
-
-    Example:
-        >>> name_matches("layers.0.self_attn.q_proj", "q_proj"), name_matches("embed_tokens", "tokens")
-        (True, False)
-    """
-    return name == target or name.endswith("." + target)
-
-
-def module_names(value: Any) -> tuple[str, ...]:
-    """``value`` as a tuple of module names (a spec's ``modules_to_save``); ``ValueError`` for anything else."""
-    if isinstance(value, str) or not all(isinstance(m, str) and m for m in value):
-        raise ValueError(f"modules_to_save must be a tuple of module names, e.g. ('embed_tokens',), not {value!r}")
-    return tuple(value)
-
-
-def whole_module_parameters(split: SplitModel, names: tuple[str, ...]) -> list[nn.Parameter]:
-    """The parameters of the modules ``names`` match (:func:`name_matches`) in any part of ``split``.
-
-    What a parameter-efficient spec's ``modules_to_save`` trains whole beside its adapters or prefixes.
-
-    Raises:
-        ValueError: a name matches no module of the split (the message lists its leaf modules).
-    """
-    modules = [(n, m) for part in (split.head, split.trunk, split.tail) for n, m in part.named_modules() if n]
-    out: list[nn.Parameter] = []
-    for target in names:
-        hits = [m for n, m in modules if name_matches(n, target)]
-        if not hits:
-            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in modules if not list(m.children())})
-            raise ValueError(f"modules_to_save names {target!r}, which is no module of the split; its leaf "
-                             f"modules are named {leaves[:12]}")
-        out += [p for m in hits for p in m.parameters()]
-    return out
 
 
 def split_fingerprint(config: Any, *, head_layers: int, tail_layers: int, tail_on_server: bool) -> str:
