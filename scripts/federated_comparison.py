@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix-whole", nargs="*", default=list(OPTIONS["prefix"]["modules_to_save"]),
                    metavar="MODULE", help="modules P-tuning trains whole beside its prefixes (default: embed_tokens; "
                    "none: prefixes only)")
+    p.add_argument("--lora-r", type=int, metavar="R", help="LoRA's rank, with alpha = 2R (default: LoraSpec's, "
+                   "r = 8 and alpha = 16)")
+    p.add_argument("--prefix-length", type=int, default=OPTIONS["prefix"]["length"], metavar="N",
+                   help="P-tuning's prefix positions per layer (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--local-steps", type=int, default=1)
     p.add_argument("--batch", type=int, default=4, help="per client and step (centralized: clients x batch)")
@@ -62,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summarize", action="store_true", help="only print the table of the runs in --out")
     args = p.parse_args(argv)
     budget = Budget(args.rounds, args.local_steps, args.batch)
-    options = {"lora": {**OPTIONS["lora"], "modules_to_save": tuple(args.lora_whole)},
-               "prefix": {**OPTIONS["prefix"], "modules_to_save": tuple(args.prefix_whole)}}
+    rank = {} if args.lora_r is None else {"r": args.lora_r, "alpha": 2 * args.lora_r}   # recorded only if asked
+    options = {"lora": {**OPTIONS["lora"], "modules_to_save": tuple(args.lora_whole), **rank},
+               "prefix": {**OPTIONS["prefix"], "modules_to_save": tuple(args.prefix_whole),
+                          "length": args.prefix_length}}
     if not args.summarize:
         torch.set_num_threads(args.threads)
         tokenizer, model = load_pretrained(device="cpu")

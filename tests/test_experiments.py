@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +157,21 @@ def test_runs_of_two_variants_of_a_method_never_merge_into_one_arm(tmp_path):
     assert load_comparison(path, "cb", options={"lora": {"modules_to_save": []}}).runs == frozen
     with pytest.raises(KeyError, match="options"):
         load_comparison(path, "cb", options={"lora": {"r": 16}})
+
+
+def test_the_comparison_script_summarizes_the_variant_its_flags_name(tmp_path, capsys):
+    where = Path(__file__).resolve().parents[1] / "scripts" / "federated_comparison.py"
+    spec = importlib.util.spec_from_file_location("federated_comparison", where)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = tmp_path / "runs.jsonl"
+    budget = Budget(200, 1, 4)
+    for r, acc in ((None, 0.8), (16, 0.9)):   # the default rank, and --lora-r 16 (alpha 32)
+        rank = {} if r is None else {"r": r, "alpha": 2 * r}
+        save_runs(Comparison("cb", budget, [RunScore("centralized", "lora", 0, acc, 50, 1.0, None, 64)]), "cb", path,
+                  options={"lora": {"modules_to_save": ("embed_tokens",), **rank}})
+    assert script.main(["--task", "cb", "--methods", "lora", "--out", str(path), "--summarize"]) == 0
+    assert "80.0 %" in capsys.readouterr().out
+    assert script.main(["--task", "cb", "--methods", "lora", "--lora-r", "16", "--out", str(path), "--summarize"]) == 0
+    assert "90.0 %" in capsys.readouterr().out
