@@ -168,20 +168,22 @@ class Comparison:
         return list(dict.fromkeys(r.method for r in self.runs))
 
     def table(self) -> str:
-        """One row per method and arm: accuracy in % with its interval, and its gaps to centralized and local-only."""
+        """One row per method and arm: its number of seeds, accuracy in % with its interval, and its gaps to
+        centralized and local-only."""
         arms = [a for a in ARMS if any(r.arm == a for r in self.runs)]
-        rows = [f"{'method':8} {'arm':12} {'accuracy (%)':>28} {'- centralized (pts)':>24} {'- local-only (pts)':>24}"]
+        rows = [f"{'method':8} {'arm':12} {'seeds':>5} {'accuracy (%)':>28} {'- centralized (pts)':>24} "
+                f"{'- local-only (pts)':>24}"]
         for m in self.methods:
             mine = [a for a in arms if any(r.arm == a and r.method == m for r in self.runs)]
             for a in mine:
                 gaps = [self.gap(a, other, m) if other in mine and other != a and self._paired(a, other, m) else None
                         for other in ("centralized", "local-only")]
-                rows.append(f"{m:8} {a:12} {self.arm(a, m).pct():>28}" + "".join(
+                rows.append(f"{m:8} {a:12} {len(self._by_seed(a, m)):>5} {self.arm(a, m).pct():>28}" + "".join(
                     _gap_text(g).rjust(25) for g in gaps))
         n = {r.n for r in self.runs}
         seeds = sorted({r.seed for r in self.runs})
-        rows.append(f"accuracy on {'/'.join(map(str, sorted(n)))} pooled test examples; seeds {seeds}; "
-                    "95 % t-intervals over seeds (gaps paired by seed)")
+        rows.append(f"accuracy on {'/'.join(map(str, sorted(n)))} pooled test examples; seeds {seeds} (each row: "
+                    "how many it has); 95 % t-intervals over seeds (gaps over the seeds both arms have)")
         return "\n".join(rows)
 
 

@@ -42,6 +42,7 @@ def test_each_arm_trains_on_its_share_and_is_scored_on_the_pooled_test_set():
     assert all(r.n == 6 and 0.0 <= r.accuracy <= 1.0 for r in result.runs)
     assert [r.samples for r in result.runs] == [4 * 8] * 5  # the same budget: 4 steps of 2 clients x 4
     assert "centralized" in result.table() and "seeds [0]" in result.table()
+    assert all(line.split()[2] == "1" for line in result.table().splitlines()[1:-1])   # each row: one seed
     assert "[n = 1: no interval]" in result.table()  # one seed: no point interval that looks like certainty
     lora = RunScore("centralized", "lora", 0, 0.5, 6, 1.0, None, 32)   # a method run in one arm only
     assert "lora" in Comparison("toy", budget, result.runs + [lora]).table()
