@@ -411,15 +411,13 @@ def load_comparison(path: str | Path, task: str, budget: Budget | None = None, *
     lines = [r for r in lines if budget is not None and Budget(**r["budget"]) == budget]
     wanted = {m: json.loads(json.dumps(dict(o))) for m, o in (options or {}).items()}   # tuples as json lists
     lines = [r for r in lines if r["method"] not in wanted or r.get("options", {}) == wanted[r["method"]]]
-    variants: dict[str, list[Any]] = {}
+    variants: dict[str, set[str]] = {}
     for r in lines:
-        seen = variants.setdefault(r["method"], [])
-        if r.get("options", {}) not in seen:
-            seen.append(r.get("options", {}))
+        variants.setdefault(r["method"], set()).add(json.dumps(r.get("options", {}), sort_keys=True))
     for method, seen in variants.items():
         if len(seen) > 1:
             raise ValueError(f"{path} holds runs of {method!r} on {task!r} with {len(seen)} sets of options "
-                             f"({'; '.join(map(json.dumps, seen))}); pick one with options={{{method!r}: {{...}}}}")
+                             f"({'; '.join(sorted(seen))}); pick one with options={{{method!r}: {{...}}}}")
     runs = [RunScore(**{k: v for k, v in r.items() if k not in ("task", "budget", "options")}) for r in lines]
     if not runs:
         raise KeyError(f"{path} holds no run of task {task!r} with budget {budget}"

@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
         if len(rates) > 1:   # an arm's mean above is then over every rate: say so
             print(f"note: {method} {arm} mixes learning rates {', '.join(f'{lr:g}' for lr in rates)}: its row above "
                   "averages them; flglm_kit.experiments.Comparison.at_lr picks one per arm")
-    for method, arm in itertools.product(comparison.methods, ARMS):
         try:
             by_lr = comparison.validation_by_lr(arm, method)
         except KeyError:
