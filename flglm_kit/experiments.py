@@ -53,7 +53,7 @@ from flglm_kit.stats import Interval, mean_interval
 
 __all__ = ["Budget", "Setup", "RunScore", "Comparison", "run_arm", "compare", "ARMS", "peft_method",
            "split_generate_answers", "rouge_l_per_example", "task_setup", "MAX_LEN", "save_runs", "load_comparison",
-           "copy_model"]
+           "comparison_variants", "copy_model"]
 
 ARMS = ("centralized", "federated", "fedadam", "local-only")
 
@@ -402,10 +402,7 @@ def load_comparison(path: str | Path, task: str, budget: Budget | None = None, *
         ValueError: a method's runs hold more than one set of options and ``options`` names none.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; make it with scripts/federated_comparison.py --out {path}")
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    lines = [r for r in lines if r["task"] == task]
+    lines = _rows(path, task)
     if budget is None and lines:
         budget = Budget(**lines[0]["budget"])
     lines = [r for r in lines if budget is not None and Budget(**r["budget"]) == budget]
@@ -424,6 +421,29 @@ def load_comparison(path: str | Path, task: str, budget: Budget | None = None, *
                        + (f" and options {wanted}" if wanted else ""))
     assert budget is not None
     return Comparison(task, budget, runs)
+
+
+def comparison_variants(path: str | Path, task: str) -> list[tuple[Budget, str, dict[str, Any]]]:
+    """Each distinct (budget, method, options) of ``task``'s runs in ``path``, in the order first written.
+
+    A file that records how a recipe was chosen (ranks, budgets, learning rates on validation)
+    holds many variants; load each with ``load_comparison(path, task, budget, options={method: options})``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    seen: dict[str, tuple[Budget, str, dict[str, Any]]] = {}
+    for r in _rows(Path(path), task):
+        key = json.dumps([r["budget"], r["method"], r.get("options", {})], sort_keys=True)
+        seen.setdefault(key, (Budget(**r["budget"]), r["method"], r.get("options", {})))
+    return list(seen.values())
+
+
+def _rows(path: Path, task: str) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; make it with scripts/federated_comparison.py --out {path}")
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in lines if r["task"] == task]
 
 
 def copy_model(model: torch.nn.Module) -> Callable[[], torch.nn.Module]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from flglm_kit.data import Example, toy_tokenizer
-from flglm_kit.experiments import (Budget, Comparison, RunScore, Setup, compare, copy_model, load_comparison, run_arm,
-                                   save_runs)
+from flglm_kit.experiments import (Budget, Comparison, RunScore, Setup, compare, comparison_variants, copy_model,
+                                   load_comparison, run_arm, save_runs)
 from flglm_kit.experiments import _union
 from flglm_kit.models import tiny_model
 from flglm_kit.stats import mean_interval, wilson_interval
@@ -158,6 +158,23 @@ def test_runs_of_two_variants_of_a_method_never_merge_into_one_arm(tmp_path):
     assert load_comparison(path, "cb", options={"lora": {"modules_to_save": []}}).runs == frozen
     with pytest.raises(KeyError, match="options"):
         load_comparison(path, "cb", options={"lora": {"r": 16}})
+
+
+def test_a_recipe_file_lists_each_variant_once_in_the_order_written(tmp_path):
+    path = tmp_path / "recipe.jsonl"
+    r8 = {"lora": {"r": 8, "alpha": 16}}
+    runs = [RunScore("centralized", "lora", 0, 0.5, 50, 1.0, None, 64, lr, 0.4) for lr in (1e-3, 3e-3)]
+    save_runs(Comparison("cb", Budget(2, 1, 4), runs), "cb", path, options=r8)
+    save_runs(Comparison("cb", Budget(4, 1, 4), runs[:1]), "cb", path, options={"lora": {"r": 64, "alpha": 128}})
+    save_runs(Comparison("cb", Budget(2, 1, 4), runs[1:]), "cb", path, options=r8)   # a variant seen before
+    save_runs(Comparison("triage", Budget(2, 1, 4), runs), "triage", path)
+    found = comparison_variants(path, "cb")
+    assert found == [(Budget(2, 1, 4), "lora", r8["lora"]), (Budget(4, 1, 4), "lora", {"r": 64, "alpha": 128})]
+    budget, method, options = found[0]
+    assert len(load_comparison(path, "cb", budget, options={method: options}).runs) == 3
+    assert comparison_variants(path, "triage") == [(Budget(2, 1, 4), "lora", {})]
+    with pytest.raises(FileNotFoundError, match="federated_comparison.py"):
+        comparison_variants(tmp_path / "missing.jsonl", "cb")
 
 
 def test_the_comparison_script_summarizes_the_variant_its_flags_name(tmp_path, capsys):
