@@ -149,6 +149,22 @@ class Comparison:
             raise KeyError(f"no run of arm {arm!r} with method {method!r} has a learning rate and a validation score")
         return {lr: sum(v) / len(v) for lr, v in sorted(scores.items())}
 
+    def best_rates(self, method: str, arms: Sequence[str]) -> dict[str, float]:
+        """Each arm's learning rate with the best mean validation accuracy (:meth:`validation_by_lr`).
+
+        Over every seed in the comparison: to choose on seed 0 only, ask ``of_seeds([0]).best_rates(...)``.
+        """
+        chosen = {}
+        for arm in arms:
+            by_lr = self.validation_by_lr(arm, method)
+            chosen[arm] = max(by_lr, key=by_lr.__getitem__)
+        return chosen
+
+    def of_seeds(self, seeds: Iterable[int]) -> Comparison:
+        """The runs of these seeds only (e.g. the seeds a choice was allowed to see)."""
+        keep = set(seeds)
+        return Comparison(self.setup_name, self.budget, [r for r in self.runs if r.seed in keep])
+
     def at_lr(self, lrs: Mapping[str, float]) -> Comparison:
         """The runs of each arm in ``lrs`` at that arm's learning rate (e.g. the one validation chose)."""
         return Comparison(self.setup_name, self.budget, [r for r in self.runs if r.arm in lrs and r.lr == lrs[r.arm]])

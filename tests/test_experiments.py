@@ -130,6 +130,13 @@ def test_a_learning_rate_is_chosen_on_validation_scores_never_on_test_scores(tmp
     comparison = Comparison("x", Budget(2, 1, 4), made)
     by_lr = comparison.validation_by_lr("federated", "lora")
     assert by_lr == pytest.approx({1e-3: 0.6, 4e-3: 0.805}) and max(by_lr, key=by_lr.get) == 4e-3
+    # A choice over every seed can differ from one made on seed 0 alone: here fedadam's seed 0 prefers 1e-3.
+    fedadam = [RunScore("fedadam", "lora", s, 0.5, 50, 1.0, None, 64, lr, val)
+               for s, lr, val in ((0, 1e-3, 0.7), (0, 4e-3, 0.6), (1, 1e-3, 0.5), (1, 4e-3, 0.9))]
+    both = Comparison("x", Budget(2, 1, 4), made + fedadam)
+    assert both.best_rates("lora", ["federated", "fedadam"]) == {"federated": 4e-3, "fedadam": 4e-3}
+    assert both.of_seeds([0]).best_rates("lora", ["federated", "fedadam"]) == {"federated": 4e-3, "fedadam": 1e-3}
+    assert {r.seed for r in both.of_seeds([1]).runs} == {1} and not both.of_seeds([5]).runs
     chosen = comparison.at_lr({"federated": 4e-3})
     assert chosen.arm("federated", "lora").estimate == pytest.approx(0.5) and len(chosen.runs) == 2
     with pytest.raises(KeyError, match="validation score"):
