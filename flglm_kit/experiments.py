@@ -149,6 +149,10 @@ class Comparison:
             raise KeyError(f"no run of arm {arm!r} with method {method!r} has a learning rate and a validation score")
         return {lr: sum(v) / len(v) for lr, v in sorted(scores.items())}
 
+    def validation_text(self, arm: str, method: str) -> str:
+        """Each learning rate tried and its mean validation accuracy, e.g. ``"0.001 47.0 %, 0.003 52.4 %"``."""
+        return ", ".join(f"{lr:g} {100 * v:.1f} %" for lr, v in self.validation_by_lr(arm, method).items())
+
     def best_rates(self, method: str, arms: Sequence[str]) -> dict[str, float]:
         """Each arm's learning rate with the best mean validation accuracy (:meth:`validation_by_lr`).
 

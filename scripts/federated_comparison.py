@@ -89,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {method} {arm} mixes learning rates {', '.join(f'{lr:g}' for lr in rates)}: its row above "
                   "averages them; flglm_kit.experiments.Comparison.at_lr picks one per arm")
         try:
-            by_lr = comparison.validation_by_lr(arm, method)
+            listing = comparison.validation_text(arm, method)
         except KeyError:
             continue
-        listing = ", ".join(f"{lr:g}: {100 * v:.1f} %" for lr, v in by_lr.items())
         print(f"{method} {arm}: validation accuracy by lr (mean over the seeds run at it) {listing}")
     return 0
 
